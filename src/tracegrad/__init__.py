@@ -1,0 +1,21 @@
+"""tracegrad: exact derivatives of ordinary NumPy code.
+
+>>> import numpy as np, tracegrad as tg
+>>> tg.grad(lambda x: np.sum(np.sin(x) ** 2))(np.array([0.5, 1.0])).round(4)
+array([0.8415, 0.9093])
+"""
+from . import rules as _rules  # noqa: F401  (registers every derivative rule)
+from .api import (grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, linearize,
+                  value_and_grad, vjp)
+from .core.array import TracedArray
+from .errors import (BadArgnums, BadOutput, EscapeError, InPlaceError, NonDifferentiableInput,
+                     NonScalarOutput, TracegradError, UnsupportedOperation)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian",
+    "hessian", "hvp", "TracedArray",
+    "TracegradError", "UnsupportedOperation", "NonScalarOutput", "NonDifferentiableInput",
+    "BadArgnums", "BadOutput", "InPlaceError", "EscapeError",
+]

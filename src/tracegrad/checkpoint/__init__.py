@@ -1,0 +1,1 @@
+"""Checkpointing: trading recomputation for memory when reversing long chains of steps."""

@@ -1,0 +1,1 @@
+"""The eager core: traced arrays, tapes, primitives, forward and reverse walks."""

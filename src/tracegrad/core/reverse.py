@@ -1,0 +1,138 @@
+"""The backward walk over a tape.
+
+Cotangents are accumulated per variable, undoing broadcasting in one place
+(:func:`unbroadcast`), and each node's saved values are dropped as soon as
+its rule has run when the walk is the last one (``grad``), so peak memory
+falls during the walk instead of holding the whole tape to the end.
+"""
+import numpy as np
+
+from .array import TracedArray
+from .tape import level_stack
+
+
+def unbroadcast(c, shape, nb=0):
+    """Sum ``c`` down to ``batch + shape``, where the first ``nb`` axes of
+    ``c`` are batch axes. The one helper that undoes NumPy broadcasting."""
+    cshape = c.shape
+    target = len(shape) + nb
+    extra = len(cshape) - target
+    if extra > 0:
+        c = np.sum(c, axis=tuple(range(nb, nb + extra)))
+        cshape = c.shape
+    elif extra < 0:
+        return np.broadcast_to(c, cshape[:nb] + tuple(shape)) if nb else np.broadcast_to(c, shape)
+    axes = tuple(nb + i for i, (s, cs) in enumerate(zip(shape, cshape[nb:])) if s == 1 and cs != 1)
+    if axes:
+        c = np.sum(c, axis=axes, keepdims=True)
+        cshape = c.shape
+    if cshape[nb:] != tuple(shape):
+        c = np.broadcast_to(c, cshape[:nb] + tuple(shape))
+    return c
+
+
+def _fit(c, shape, dtype, nb):
+    """Bring a rule's cotangent to the input's shape (undoing broadcasting)
+    and dtype (a real input takes the real part of a complex cotangent)."""
+    if type(c) is not TracedArray and type(c) is not np.ndarray:
+        c = np.asarray(c)
+    if c.shape[nb:] != shape or c.ndim != nb + len(shape):
+        c = unbroadcast(c, shape, nb)
+    if c.dtype != dtype:
+        if c.dtype.kind == "c" and dtype.kind != "c":
+            c = np.real(c)
+        if c.dtype != dtype:
+            c = c.astype(dtype)
+    return c
+
+
+def _plain(x):
+    return x._v if type(x) is TracedArray else x
+
+
+def elementwise_vjp(prim, i, g, ans, args):
+    """Cotangent of elementwise input ``i``: ``g * conj(∂out/∂arg_i)``."""
+    p = prim.partials[i]
+    if not callable(p):
+        return g if p == 1 else (-g if p == -1 else g * p)
+    if prim.singular:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d = p(ans, *args)
+            d = d if type(d) is TracedArray or type(d) is np.ndarray else np.asarray(d)
+            if d.dtype.kind == "c":
+                d = np.conjugate(d)
+            c = g * d
+            if not np.isfinite(_plain(d)).all():
+                # Executed-path convention: a zero cotangent contributes
+                # nothing, even through an infinite local derivative
+                # (0 * inf would be nan).
+                c = np.where(g == 0, np.zeros((), c.dtype), c)
+        return c
+    d = p(ans, *args)
+    if type(d) is not TracedArray and type(d) is not np.ndarray:
+        d = np.asarray(d)
+    if d.dtype.kind == "c":
+        d = np.conjugate(d)
+    return g * d
+
+
+def backward(tape, seeds, free=False):
+    """Walk ``tape`` backwards from ``seeds`` ({var: cotangent}).
+
+    Returns the dict of accumulated cotangents of the variables not produced
+    by any node (the inputs). ``free=True`` drops each node's saved values
+    once its rule has run; the tape cannot be walked again afterwards.
+    """
+    cts = dict(seeds)
+    plain = not level_stack()
+    for node in reversed(tape.nodes):
+        out = node.out
+        prim = node.prim
+        if type(out) is int:
+            g = cts.pop(out, None)
+            if g is None:
+                continue
+            ans = node.ans
+            if plain and type(ans) is TracedArray:
+                ans = ans._v
+            nb = g.ndim - ans.ndim
+        else:
+            gs = [cts.pop(v, None) if v >= 0 else None for v in out]
+            if all(x is None for x in gs):
+                continue
+            ans = node.ans
+            if plain:
+                ans = tuple(_plain(a) for a in ans)
+            first = next(x for x in gs if x is not None)
+            k = gs.index(first)
+            nb = first.ndim - ans[k].ndim
+            batch = first.shape[:nb]
+            g = tuple(x if x is not None else np.zeros(batch + a.shape, a.dtype)
+                      for x, a in zip(gs, ans))
+        args = node.args
+        if plain:
+            args = tuple(_plain(a) for a in args)
+        params = node.params
+        ins = node.ins
+        meta = node.meta
+        for i, v in enumerate(ins):
+            if v < 0:
+                continue
+            if prim.elementwise:
+                if prim.partials[i] is None:
+                    continue
+                c = elementwise_vjp(prim, i, g, ans, args)
+            else:
+                rule = prim.vjp[i] if i < len(prim.vjp) else None
+                if rule is None:
+                    continue
+                c = rule(g, ans, *args, **params)
+                if c is None:
+                    continue
+            shape, dtype = meta[i]
+            c = _fit(c, shape, dtype, nb)
+            prev = cts.get(v)
+            cts[v] = c if prev is None else prev + c
+        if free:
+            node.args = node.ans = None
+    return cts

@@ -1,0 +1,210 @@
+"""Tapes, nodes and nesting levels.
+
+Every transform that is running (a ``grad``, a ``jvp``, a ``jit`` capture)
+owns one *level*. Levels are kept on a per-thread stack, so two threads
+tracing at once never see each other's levels. A traced value carries one
+*tag* per level it depends on (``{level: payload}``): for a reverse level the
+payload is the value's variable id on that level's tape, for a forward level
+it is the value's tangent.
+
+A level is *active* while its transform records. When a level runs a rule
+(a JVP rule during the forward pass, a VJP rule during the backward walk) the
+level itself and every level nested inside it are hidden, so the rule's own
+NumPy calls are recorded only by the levels outside it. That ordering is
+what makes ``grad(grad(f))``, ``jvp(grad(f))`` and friends compose without
+perturbation confusion.
+"""
+import threading
+
+import numpy as np
+
+from .. import errors
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.stack = []
+
+
+_state = _State()
+
+
+def level_stack():
+    """The calling thread's stack of active levels, outermost first."""
+    return _state.stack
+
+
+class Level:
+    """Base class of a transform's level on the thread's stack."""
+
+    __slots__ = ("depth", "active", "__weakref__")
+    #: a capture level (jit) also records non-differentiable operations
+    captures_all = False
+
+    def __init__(self):
+        self.depth = 0
+        self.active = False
+
+    def __enter__(self):
+        stack = _state.stack
+        self.depth = len(stack) + 1
+        self.active = True
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Stop recording: values tagged by this level become constants."""
+        if self.active:
+            self.active = False
+            stack = _state.stack
+            # Levels are closed in LIFO order, except when an exception
+            # unwinds several at once; remove this one and anything inside it.
+            if self in stack:
+                del stack[stack.index(self):]
+
+
+class hidden:
+    """Hide ``level`` and every level nested inside it while a rule runs."""
+
+    __slots__ = ("level", "saved")
+
+    def __init__(self, level):
+        self.level = level
+
+    def __enter__(self):
+        stack = _state.stack
+        i = self.level.depth - 1
+        self.saved = saved = stack[i:]
+        del stack[i:]
+        for lv in saved:
+            lv.active = False
+
+    def __exit__(self, *exc):
+        for lv in self.saved:
+            lv.active = True
+        _state.stack.extend(self.saved)
+        return False
+
+
+class Node:
+    """One recorded primitive application on a reverse tape.
+
+    ``ins`` are the variable ids of the inputs (-1 for constants), ``out`` the
+    id (or tuple of ids for a multi-output primitive). ``args``/``ans`` are
+    the inputs and output saved for the VJP rule (``None`` when the rule does
+    not need them); ``meta`` keeps each input's shape and dtype, which every
+    rule may use even when the values themselves were not saved.
+    """
+
+    __slots__ = ("prim", "ins", "out", "params", "args", "ans", "meta")
+
+    def __init__(self, prim, ins, out, params, args, ans, meta):
+        self.prim = prim
+        self.ins = ins
+        self.out = out
+        self.params = params
+        self.args = args
+        self.ans = ans
+        self.meta = meta
+
+
+class Tape(Level):
+    """A reverse-mode level: records nodes in execution order."""
+
+    __slots__ = ("nodes", "nvars")
+
+    def __init__(self):
+        super().__init__()
+        self.nodes = []
+        self.nvars = 0
+
+    def new_var(self):
+        v = self.nvars
+        self.nvars = v + 1
+        return v
+
+
+def current_levels():
+    return list(_state.stack)
+
+
+def no_levels_active():
+    return not _state.stack
+
+
+
+
+# Recording lives with the Tape, but needs TracedArray; array.py does not
+# import this module, so the import below cannot cycle.
+from .array import TracedArray  # noqa: E402
+from .primitive import ShapeDtype  # noqa: E402
+
+
+def _saved_args(prim, args):
+    if prim.save_args:
+        return args
+    return tuple(ShapeDtype(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in args)
+
+
+def _record(self, prim, args, t, params, tags):
+    if prim.nondiff:
+        return
+    ins = []
+    meta = []
+    found = False
+    for a in args:
+        if type(a) is TracedArray:
+            v = a._tg.get(self, -1)
+            if v >= 0:
+                found = True
+                meta.append((a.shape, a.dtype))
+                ins.append(v)
+                continue
+        ins.append(-1)
+        meta.append(None)
+    if not found:
+        return
+    v = self.nvars
+    self.nvars = v + 1
+    tags[self] = v
+    self.nodes.append(Node(prim, ins, v, params, _saved_args(prim, args),
+                           t if prim.save_ans else ShapeDtype(t.shape, t.dtype), meta))
+
+
+def _record_multi(self, prim, args, outs, params):
+    if prim.nondiff:
+        return
+    ins = []
+    meta = []
+    found = False
+    for a in args:
+        if type(a) is TracedArray:
+            v = a._tg.get(self, -1)
+            if v >= 0:
+                found = True
+                meta.append((a.shape, a.dtype))
+                ins.append(v)
+                continue
+        ins.append(-1)
+        meta.append(None)
+    if not found:
+        return
+    vs = []
+    for t in outs:
+        if t.dtype.kind in "fc":
+            v = self.nvars
+            self.nvars = v + 1
+            t._tg[self] = v
+            vs.append(v)
+        else:
+            vs.append(-1)
+    ans = outs if prim.save_ans else tuple(ShapeDtype(t.shape, t.dtype) for t in outs)
+    self.nodes.append(Node(prim, ins, tuple(vs), params, _saved_args(prim, args), ans, meta))
+
+
+Tape.process = _record
+Tape.process_multi = _record_multi

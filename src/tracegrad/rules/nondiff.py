@@ -1,0 +1,69 @@
+"""NumPy functions whose results carry no derivative: queries (shape, ndim),
+index-valued functions (argmax, argsort, nonzero, searchsorted), predicates
+(allclose, isclose, any, all), rounding, and the ``*_like`` constructors.
+
+They run on the concrete values. Each is still a primitive (marked
+``nondiff``) rather than a bare passthrough, so a capturing level such as
+``jit`` sees the dependence of, say, an index array on the traced input.
+"""
+import numpy as np
+
+from ..core.array import TracedArray, bind
+from ..core.primitive import defhandler, defprim
+
+_FUNCS = [
+    np.shape, np.ndim, np.size, np.argmax, np.argmin, np.argsort, np.argwhere, np.nonzero,
+    np.flatnonzero, np.count_nonzero, np.searchsorted, np.isclose, np.allclose, np.array_equal,
+    np.array_equiv, np.any, np.all, np.result_type, np.iscomplexobj, np.isrealobj,
+    np.isreal, np.iscomplex, np.may_share_memory, np.shares_memory, np.digitize,
+    np.around, np.round, np.fix, np.argpartition, np.lexsort, np.sort_complex,
+    np.zeros_like, np.ones_like, np.empty_like, np.can_cast, np.min_scalar_type,
+    np.unravel_index, np.ravel_multi_index, np.tril_indices_from, np.triu_indices_from,
+    np.diag_indices_from, np.packbits, np.unpackbits, np.isin, np.bincount, np.histogram,
+    np.histogram_bin_edges,
+]
+
+
+def _plain(x):
+    if type(x) is TracedArray:
+        return x._v
+    if type(x) in (list, tuple):
+        return type(x)(_plain(e) for e in x)
+    return x
+
+
+def _make(func):
+    name = "nondiff." + func.__name__
+
+    def impl(*args, kwargs):
+        return func(*args, **dict(kwargs))
+
+    defprim(name, impl, nondiff=True)
+    from ..core.primitive import PRIMITIVES
+    prim = PRIMITIVES[name]
+
+    def handler(*args, **kwargs):
+        if func is np.bincount and kwargs.get("weights") is not None or (
+                func is np.histogram and kwargs.get("weights") is not None):
+            w = kwargs.get("weights")
+            if type(w) is TracedArray:
+                from ..core.primitive import unsupported
+                raise unsupported(f"np.{func.__name__}(..., weights=<traced>)")
+        return bind(prim, tuple(_plain(a) if type(a) is not TracedArray else a for a in args),
+                    {"kwargs": tuple((k, _plain(v)) for k, v in kwargs.items())})
+    return handler
+
+
+for _f in _FUNCS:
+    defhandler(_f)(_make(_f))
+
+
+@defhandler(np.full_like)
+def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, device=None):
+    # The fill value may itself be traced: build it by broadcasting.
+    a = a._v if type(a) is TracedArray else np.asarray(a)
+    dt = dtype if dtype is not None else a.dtype
+    shp = a.shape if shape is None else shape
+    if type(fill_value) is TracedArray:
+        return np.broadcast_to(fill_value.astype(dt), shp) + np.zeros(shp, dt)
+    return np.full(shp, fill_value, dtype=dt)
