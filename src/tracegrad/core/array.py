@@ -54,25 +54,25 @@ class TracedArray(np.ndarray):
 
     # --- conversions: concrete values, the executed path is differentiated
     def __bool__(self):
-        return bool(self._v)
+        return bool(concrete(self, "bool"))
 
     def __float__(self):
-        return float(self._v)
+        return float(concrete(self, "float"))
 
     def __int__(self):
-        return int(self._v)
+        return int(concrete(self, "int"))
 
     def __index__(self):
-        return self._v.__index__()
+        return concrete(self, "index").__index__()
 
     def __complex__(self):
-        return complex(self._v)
+        return complex(concrete(self, "complex"))
 
     def item(self, *args):
-        return self._v.item(*args)
+        return concrete(self, "item").item(*args)
 
     def tolist(self):
-        return self._v.tolist()
+        return concrete(self, "tolist").tolist()
 
     def __repr__(self):
         return f"Traced({np.array_repr(self._v)[6:-1]})" if self._v.ndim else f"Traced({self._v!r})"
@@ -313,6 +313,18 @@ def is_traced(x):
         if lv.active:
             return True
     return False
+
+
+def concrete(x, kind="value"):
+    """The plain value of ``x`` where the program *uses* it as a concrete
+    value (a Python ``if``, an index, a shape). Capturing levels (``jit``)
+    are told, so they can guard on it; derivatives never flow through it."""
+    if type(x) is not TracedArray:
+        return x
+    for lv in x._tg:
+        if lv.active and lv.captures_all:
+            lv.on_concrete(x, kind)
+    return x._v
 
 
 def unwrap(x):

@@ -45,6 +45,10 @@ class Level:
         self.depth = 0
         self.active = False
 
+    def on_concrete(self, x, kind):
+        """Called when a value this level tracks is used concretely; only
+        capturing levels (``captures_all``) receive it."""
+
     def __enter__(self):
         stack = _state.stack
         self.depth = len(stack) + 1

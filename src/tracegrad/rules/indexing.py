@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
 from ..core.primitive import PRIMITIVES, defhandler, defprim
 
@@ -28,9 +28,9 @@ def normalize_key(key, ndim):
     has_ellipsis = False
     for k in key:
         if isinstance(k, TracedArray):
-            k = k._v
+            k = concrete(k, "index")
         if isinstance(k, list):
-            k = np.asarray(k)
+            k = np.asarray([concrete(e, "index") for e in k])
             if k.dtype == object:
                 raise IndexError("only integers, slices, ellipsis, None and integer or boolean "
                                  "arrays are valid indices")
@@ -187,7 +187,7 @@ defprim("scatter_along", _scatter_along_impl,
 
 @defhandler(np.take_along_axis)
 def take_along_axis(arr, indices, axis=-1):
-    indices = indices._v if isinstance(indices, TracedArray) else np.asarray(indices)
+    indices = np.asarray(concrete(indices, "index"))
     if axis is None:
         arr = np.ravel(arr)
         axis = -1
@@ -203,7 +203,7 @@ def take(a, indices, axis=None, out=None, mode="raise"):
     if out is not None:
         from ..core.array import _inplace_error
         raise _inplace_error("np.take(..., out=...)")
-    indices = indices._v if isinstance(indices, TracedArray) else np.asarray(indices)
+    indices = np.asarray(concrete(indices, "index"))
     a = a if isinstance(a, np.ndarray) else np.asarray(a)
     if axis is None:
         a = np.ravel(a)
@@ -242,10 +242,10 @@ defprim("where", np.where,
 @defhandler(np.where)
 def where(condition, x=None, y=None):
     if x is None and y is None:
-        return np.nonzero(condition._v if isinstance(condition, TracedArray) else condition)
+        return np.nonzero(condition)
     if x is None or y is None:
         raise ValueError("either both or neither of x and y should be given")
-    cond = condition._v if isinstance(condition, TracedArray) else np.asarray(condition)
+    cond = condition if isinstance(condition, np.ndarray) else np.asarray(condition)
     return bind(PRIMITIVES["where"], (cond, x, y), {})
 
 

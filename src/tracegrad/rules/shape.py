@@ -8,7 +8,7 @@ composes them (and ``getitem``), so its derivatives follow automatically.
 """
 import numpy as np
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
 from ..core.primitive import PRIMITIVES, Variadic, defhandler, defprim
 from .indexing import getitem
@@ -422,7 +422,7 @@ def repeat(a, repeats, axis=None):
         a = ravel(a)
         axis = 0
     (ax,) = norm_axes(axis, a.ndim)
-    reps = repeats._v if isinstance(repeats, TracedArray) else repeats
+    reps = concrete(repeats, "index")
     idx = np.repeat(np.arange(a.shape[ax]), reps)
     return a[(Ellipsis, idx) + (slice(None),) * (-ax - 1)]
 
