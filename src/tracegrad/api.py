@@ -52,8 +52,10 @@ def _lift(x, level, payload):
     if type(x) is TracedArray:
         tags = {lv: p for lv, p in x._tg.items() if lv.active}
         tags[level] = payload
-        return wrap(x._v, tags)
-    return wrap(x, {level: payload})
+        return wrap(np.array(x._v, copy=True), tags)
+    # A private copy: the function may write into its input in place, and
+    # the caller's array must never change.
+    return wrap(np.array(x, copy=True), {level: payload})
 
 
 def _lower(x):

@@ -46,3 +46,9 @@ class InPlaceError(TracegradError, RuntimeError):
 class EscapeError(TracegradError, RuntimeError):
     """A traced value was converted to a plain array or written into a plain
     buffer, which would silently drop its derivative."""
+
+
+class EscapeWarning(UserWarning):
+    """A traced value was turned into a plain number (``float(x)``,
+    ``x.item()``): the computation continues on the value, without its
+    derivative. Silence with ``tracegrad.escape_policy(convert="ignore")``."""

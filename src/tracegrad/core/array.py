@@ -29,22 +29,34 @@ class TracedArray(np.ndarray):
     """
 
     __array_priority__ = 100.0
+    # Mutation bookkeeping (see core.tape.Alias); class defaults keep the
+    # common, never-mutated array free of per-instance cost.
+    _al = None        # alias group when the buffer is shared or was written
+    _chain = ()       # view primitives deriving this array from the group root
+    _alver = 0        # group version at which _tg was last valid
+    _snaps = None     # [(version, old value)] kept for saved values overwritten
 
     # --- NumPy protocols -------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.pop("out", None) if kwargs else None
         if method == "__call__":
             prim = UFUNC_PRIMS.get(ufunc)
             if prim is None:
                 raise unsupported(f"np.{ufunc.__name__}")
             if kwargs:
-                return _ufunc_with_kwargs(prim, ufunc, inputs, kwargs)
-            return bind(prim, inputs, _NOPARAMS)
-        handler = UFUNC_METHOD_HANDLERS.get((ufunc, method))
-        if handler is None:
-            raise unsupported(f"np.{ufunc.__name__}.{method}")
-        if kwargs.get("out") is not None:
-            raise _inplace_error(f"np.{ufunc.__name__}.{method}(..., out=...)")
-        return handler(*inputs, **kwargs)
+                r = _ufunc_with_kwargs(prim, ufunc, inputs, kwargs)
+            else:
+                r = bind(prim, inputs, _NOPARAMS)
+        else:
+            handler = UFUNC_METHOD_HANDLERS.get((ufunc, method))
+            if handler is None:
+                raise unsupported(f"np.{ufunc.__name__}.{method}")
+            r = handler(*inputs, **kwargs)
+            if method == "at":
+                return None
+        if out is None:
+            return r
+        return _write_out(out, r, f"np.{ufunc.__name__}")
 
     def __array_function__(self, func, types, args, kwargs):
         handler = FUNCTION_HANDLERS.get(func)
@@ -57,6 +69,7 @@ class TracedArray(np.ndarray):
         return bool(concrete(self, "bool"))
 
     def __float__(self):
+        _conversion(self, "float()")
         return float(concrete(self, "float"))
 
     def __int__(self):
@@ -66,12 +79,15 @@ class TracedArray(np.ndarray):
         return concrete(self, "index").__index__()
 
     def __complex__(self):
+        _conversion(self, "complex()")
         return complex(concrete(self, "complex"))
 
     def item(self, *args):
+        _conversion(self, ".item()")
         return concrete(self, "item").item(*args)
 
     def tolist(self):
+        _conversion(self, ".tolist()")
         return concrete(self, "tolist").tolist()
 
     def __repr__(self):
@@ -95,7 +111,7 @@ class TracedArray(np.ndarray):
         return _getitem(self, key)
 
     def __setitem__(self, key, value):
-        raise _inplace_error("item assignment x[...] = v")
+        FUNCTION_HANDLERS[operator.setitem](self, key, value)
 
     def __iter__(self):
         if self.ndim == 0:
@@ -104,17 +120,16 @@ class TracedArray(np.ndarray):
             yield _getitem(self, i)
 
     # --- in-place operators ------------------------------------------------
-    def _no_inplace(self, *a, **k):
-        raise _inplace_error("an augmented assignment (+=, *=, ...)")
-
-    __iadd__ = __isub__ = __imul__ = __itruediv__ = __ifloordiv__ = __ipow__ = _no_inplace
-    __imatmul__ = __imod__ = __iand__ = __ior__ = __ixor__ = __ilshift__ = __irshift__ = _no_inplace
+    # ndarray's augmented operators call the ufunc with out=(self,), which
+    # __array_ufunc__ records as a new version of this array.
+    def __imatmul__(self, other):
+        return _write_out((self,), np.matmul(self, other), "@=")
 
     def fill(self, value):
-        raise _inplace_error("x.fill(...)")
+        FUNCTION_HANDLERS[operator.setitem](self, Ellipsis, value)
 
-    def sort(self, *a, **k):
-        raise _inplace_error("x.sort() (in place); use np.sort(x)")
+    def sort(self, axis=-1, kind=None, order=None, **k):
+        FUNCTION_HANDLERS[operator.setitem](self, Ellipsis, np.sort(self, axis=axis, kind=kind))
 
     def resize(self, *a, **k):
         raise _inplace_error("x.resize(...)")
@@ -278,8 +293,8 @@ class TracedArray(np.ndarray):
     def choose(self, *a, **k):
         return np.choose(self, *a, **k)
 
-    def put(self, *a, **k):
-        raise _inplace_error("x.put(...)")
+    def put(self, indices, values, mode="raise"):
+        np.put(self, indices, values, mode=mode)
 
     def tobytes(self, order="C"):
         return self._v.tobytes(order)
@@ -353,6 +368,8 @@ def bind(prim, args, params):
     lvls = None
     for a in args:
         if type(a) is TracedArray:
+            if a._al is not None and a._alver != a._al.version:
+                _refresh(a)
             plain.append(a._v)
             for lv in a._tg:
                 if lv.active:
@@ -364,6 +381,15 @@ def bind(prim, args, params):
             plain.append(a)
     out = prim.impl(*plain, **params)
     if lvls is None or (prim.nondiff and not _any_captures(lvls)):
+        if (prim.name in VIEW_PRIMS and type(out) is _ndarray and out.base is not None
+                and type(args[0]) is TracedArray):
+            # A view of an untracked traced buffer (np.zeros_like(x)) stays a
+            # TracedArray so that writes through it are seen.
+            t = out.view(TracedArray)
+            t._v = out
+            t._tg = {}
+            _register_view(t, args[0], prim, params)
+            return t
         return out
     if len(lvls) > 1:
         lvls.sort(key=_depth)
@@ -375,9 +401,11 @@ def bind(prim, args, params):
         t = out.view(TracedArray)
         t._v = out
         t._tg = tags = {}
+        if out.base is not None and prim.name in VIEW_PRIMS:
+            _register_view(t, args[0], prim, params)
         for lv in lvls:
             lv.process(prim, args, t, params, tags)
-        return t if tags else out
+        return t if (tags or t._al is not None) else out
     outs = []
     for o in out:
         if type(o) is not _ndarray:
@@ -392,6 +420,233 @@ def bind(prim, args, params):
     return tuple(t if t._tg else t._v for t in outs)
 
 
+# --- mutation: views, versions, snapshots ------------------------------------------
+#: primitives whose NumPy implementation may return a view of their first input
+VIEW_PRIMS = frozenset({"getitem", "reshape", "transpose", "real", "imag", "broadcast_to"})
+
+
+def _register_view(t, src, prim, params):
+    """Record that ``t`` is a view of ``src`` (so writes through either are seen by both)."""
+    if type(src) is not TracedArray or not np.may_share_memory(t._v, src._v):
+        return
+    from .tape import Alias
+    R = src._al
+    if R is None:
+        R = src._al = Alias(src)
+    t._al = R
+    t._chain = src._chain + ((prim, params),)
+    t._alver = R.version
+
+
+def _refresh(m):
+    """Re-derive a view's variables from its group root after a write."""
+    R = m._al
+    r = R.root
+    for prim, params in m._chain:
+        r = bind(prim, (r,), params)
+    m._tg = dict(r._tg) if type(r) is TracedArray else {}
+    m._alver = R.version
+
+
+def _snapshot(m, version):
+    """Keep the value ``m`` holds at ``version`` before a write overwrites it."""
+    if m._al is not None and m._alver != m._al.version and m is not m._al.root:
+        _refresh(m)
+    snap = wrap(m._v.copy(), dict(m._tg))
+    if m._snaps is None:
+        m._snaps = []
+    m._snaps.append((version, snap))
+
+
+def saved_value(a, version):
+    """The value a node saved as ``a`` at ``version`` (a snapshot when ``a``
+    was overwritten since)."""
+    for sv, snap in a._snaps:
+        if sv >= version:
+            return snap
+    return a
+
+
+def _tape_active():
+    from .tape import Tape, level_stack
+    return any(isinstance(lv, Tape) for lv in level_stack())
+
+
+def _root_indices(a, key, basic, region):
+    """Flat indices into the group root of the elements ``a[key]`` writes."""
+    root = a._al.root._v
+    if basic and root.flags.c_contiguous and region.dtype == root.dtype:
+        isz = root.itemsize
+        off = (region.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // isz
+        W = np.asarray(off, dtype=np.intp)
+        nd = region.ndim
+        for d, (n, st) in enumerate(zip(region.shape, region.strides)):
+            shape = [1] * nd
+            shape[d] = n
+            W = W + (np.arange(n, dtype=np.intp) * (st // isz)).reshape(shape)
+        return np.broadcast_to(W, region.shape)
+    P = np.arange(root.size, dtype=np.intp).reshape(root.shape)
+    for prim, params in a._chain:
+        if prim.name in ("real", "imag"):
+            raise errors.InPlaceError(
+                "writing through .real/.imag of a traced complex array is not supported; "
+                "build the complex array out of place (e.g. re + 1j * im)")
+        P = prim.impl(P, **params)
+    return P[key]
+
+
+def write(a, key, v, prim, op="set"):
+    """``a[key] = v`` on a TracedArray, recorded as a new version of ``a``.
+
+    ``key`` is normalised (a full tuple). The buffer is written in place with
+    NumPy's semantics, so the base and every view see the new values; the
+    derivative bookkeeping records the write against the group root with
+    ``prim`` (the functional ``setitem`` primitive), at a cost proportional
+    to the written region.
+    """
+    from .tape import Alias
+    if a._al is not None and a._alver != a._al.version:
+        _refresh(a)
+    if type(v) is TracedArray and v._al is not None and v._alver != v._al.version:
+        _refresh(v)
+    vplain = v._v if type(v) is TracedArray else v
+    R = a._al
+    if R is None:
+        R = a._al = Alias(a)
+        if _tape_active():
+            # A node may hold this array for its backward rule; it was never
+            # watched (only views are), so keep its current value once.
+            _snapshot(a, 0)
+    basic = not any(isinstance(k, np.ndarray) for k in key)
+    # (Ellipsis keeps an all-integer key a 0-d view instead of a scalar copy)
+    region = a._v[key + (Ellipsis,)] if basic else a._v
+    if R.watch:
+        for m in list(R.watch.values()):
+            if np.may_share_memory(m._v, region):
+                _snapshot(m, R.version)
+                del R.watch[id(m)]
+    root = R.root
+    if a is root:
+        rkey, rv = key, v
+    else:
+        W = _root_indices(a, key, basic, region)
+        rkey = np.unravel_index(W, root.shape) if W.ndim else tuple(
+            int(i) for i in np.unravel_index(int(W), root.shape))
+        rv = v
+        if np.shape(v) != W.shape:
+            rv = np.broadcast_to(v, W.shape)
+    if op == "set":
+        a._v[key] = vplain
+    else:
+        np.add.at(a._v, key, vplain)
+    old = root._tg
+    lvls = [lv for lv in old if lv.active]
+    if type(v) is TracedArray:
+        lvls += [lv for lv in v._tg if lv.active and lv not in lvls]
+    tags = {}
+    if lvls:
+        lvls.sort(key=_depth)
+        whole = (op == "set" and type(rv) is TracedArray and rv.shape == root.shape and rv.dtype == root.dtype
+                 and all(type(k) is slice and k == slice(None) for k in rkey))
+        if whole:
+            # A full overwrite is just the new value: no scatter to record.
+            tags = {lv: p for lv, p in rv._tg.items() if lv.active}
+        else:
+            before = wrap(root._v, old)
+            after = wrap(root._v, tags)
+            params = {"key": rkey}
+            for lv in lvls:
+                lv.process(prim, (before, rv), after, params, tags)
+    root._tg = tags
+    R.version += 1
+    root._alver = R.version
+
+
+def _write_out(out, r, what):
+    """Store a ufunc result into ``out=`` arrays (tuple) and return them."""
+    if type(out) is not tuple:
+        out = (out,)
+    if len(out) != 1:
+        raise unsupported(f"{what} with several out= arrays")
+    o = out[0]
+    if type(o) is TracedArray:
+        FUNCTION_HANDLERS[operator.setitem](o, Ellipsis, r)
+        return o
+    if isinstance(o, np.ndarray):
+        if is_tracked(r):
+            escape("escape", f"{what}(..., out=<plain ndarray>) writes a traced value into a "
+                   "plain NumPy array, which drops its derivative. Create the destination from "
+                   "a traced array (np.zeros_like(x), np.empty_like(x), x.copy()) or write it "
+                   "out of place (y = y + b).", depth=3)
+        np.copyto(o, unwrap(r), casting="unsafe")
+        return o
+    raise TypeError(f"{what}: out= must be an ndarray")
+
+
+def is_tracked(x):
+    """True when ``x`` carries a derivative for an active non-capturing level."""
+    if type(x) is not TracedArray:
+        return False
+    for lv in x._tg:
+        if lv.active and not lv.captures_all:
+            return True
+    return False
+
+
+# --- escapes -------------------------------------------------------------------------
+#: what to do when a derivative is about to be lost: "raise", "warn" or "ignore".
+#: "escape": a traced value written into a plain array (definite loss);
+#: "convert": a traced value turned into a Python number (float(x), x.item()).
+POLICY = {"escape": "raise", "convert": "warn"}
+
+
+def _user_frame(depth):
+    import sys
+    f = sys._getframe(depth)
+    while f is not None and f.f_globals.get("__name__", "").startswith(("tracegrad.", "numpy")):
+        f = f.f_back
+    return f
+
+
+def escape(kind, message, depth=2, frame=None):
+    """Report a lost derivative according to ``POLICY[kind]``, naming the
+    user's file and line (looked up only now, on this rare event)."""
+    action = POLICY[kind]
+    if action == "ignore":
+        return
+    f = frame if frame is not None else _user_frame(depth)
+    where = f"{f.f_code.co_filename}:{f.f_lineno}" if f is not None else "<unknown>"
+    msg = f"{where}: {message}"
+    if action == "raise":
+        raise errors.EscapeError(msg + " (tracegrad.escape_policy(...) makes this a warning.)")
+    import warnings
+    warnings.warn_explicit(msg, errors.EscapeWarning, f.f_code.co_filename if f else "?",
+                           f.f_lineno if f else 0)
+
+
+def _conversion(x, what):
+    """A traced value is being turned into a Python number."""
+    if not is_tracked(x):
+        return
+    import dis
+    import sys
+    f = sys._getframe(2)
+    op = None
+    for ins in dis.get_instructions(f.f_code):
+        if ins.offset == f.f_lasti:
+            op = ins.opname
+            break
+    if op == "STORE_SUBSCR":
+        escape("escape", "`buffer[i] = <traced value>` stores a traced value into a plain NumPy "
+               "array, which drops its derivative. Create the buffer from a traced array "
+               "(np.zeros_like(x), np.empty_like(x)) or collect the values in a list and "
+               "np.stack them.", frame=f)
+    else:
+        escape("convert", f"{what} of a traced value gives a plain Python number without its "
+               "derivative (np.array([...]) of traced scalars does this too; use np.stack).",
+               frame=f)
+
+
 def _depth(lv):
     return lv.depth
 
@@ -404,9 +659,6 @@ def _any_captures(lvls):
 
 
 def _ufunc_with_kwargs(prim, ufunc, inputs, kwargs):
-    out = kwargs.pop("out", None)
-    if out is not None:
-        raise _inplace_error(f"np.{ufunc.__name__}(..., out=...)")
     params = {}
     for k, v in kwargs.items():
         if k in ("dtype", "casting", "order") or (k == "subok" and v):

@@ -133,17 +133,18 @@ def forward_walk(tape, seeds):
             continue
         prim = node.prim
         out = node.out
+        from .reverse import saved
+        args, ans = saved(node)
         if type(out) is int:
-            ans = node.ans
-            nb = next(t.ndim - _nd(a) for t, a in zip(ts, node.args) if t is not None)
-            t = apply_jvp(prim, ts, ans, node.args, node.params, nb)
+            nb = next(t.ndim - _nd(a) for t, a in zip(ts, args) if t is not None)
+            t = apply_jvp(prim, ts, ans, args, node.params, nb)
             t = _fit_tangent(t, ans, nb)
             if t is not None:
                 tans[out] = t
         else:
-            nb = next(t.ndim - _nd(a) for t, a in zip(ts, node.args) if t is not None)
-            touts = apply_jvp(prim, ts, node.ans, node.args, node.params, nb)
-            for v, t, a in zip(out, touts, node.ans):
+            nb = next(t.ndim - _nd(a) for t, a in zip(ts, args) if t is not None)
+            touts = apply_jvp(prim, ts, ans, args, node.params, nb)
+            for v, t, a in zip(out, touts, ans):
                 if v >= 0 and t is not None:
                     tans[v] = _fit_tangent(t, a, nb)
     return tans

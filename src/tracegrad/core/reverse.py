@@ -7,7 +7,7 @@ falls during the walk instead of holding the whole tape to the end.
 """
 import numpy as np
 
-from .array import TracedArray
+from .array import TracedArray, saved_value
 from .tape import level_stack
 
 
@@ -48,6 +48,21 @@ def _fit(c, shape, dtype, nb):
 
 def _plain(x):
     return x._v if type(x) is TracedArray else x
+
+
+def saved(node):
+    """The node's saved inputs and output as they were when it ran: a value
+    overwritten in place since then is replaced by its snapshot."""
+    args = node.args
+    ans = node.ans
+    vers = node.vers
+    if any(type(a) is TracedArray and a._snaps is not None for a in args):
+        args = tuple(saved_value(a, vers[i] if vers else 0)
+                     if type(a) is TracedArray and a._snaps is not None else a
+                     for i, a in enumerate(args))
+    if type(ans) is TracedArray and ans._snaps is not None:
+        ans = saved_value(ans, vers[-1] if vers else 0)
+    return args, ans
 
 
 def elementwise_vjp(prim, i, g, ans, args):
@@ -92,7 +107,7 @@ def backward(tape, seeds, free=False):
             g = cts.pop(out, None)
             if g is None:
                 continue
-            ans = node.ans
+            args, ans = saved(node)
             if plain and type(ans) is TracedArray:
                 ans = ans._v
             nb = g.ndim - ans.ndim
@@ -100,7 +115,7 @@ def backward(tape, seeds, free=False):
             gs = [cts.pop(v, None) if v >= 0 else None for v in out]
             if all(x is None for x in gs):
                 continue
-            ans = node.ans
+            args, ans = saved(node)
             if plain:
                 ans = tuple(_plain(a) for a in ans)
             first = next(x for x in gs if x is not None)
@@ -109,7 +124,6 @@ def backward(tape, seeds, free=False):
             batch = first.shape[:nb]
             g = tuple(x if x is not None else np.zeros(batch + a.shape, a.dtype)
                       for x, a in zip(gs, ans))
-        args = node.args
         if plain:
             args = tuple(_plain(a) for a in args)
         params = node.params

@@ -104,7 +104,7 @@ class Node:
     rule may use even when the values themselves were not saved.
     """
 
-    __slots__ = ("prim", "ins", "out", "params", "args", "ans", "meta")
+    __slots__ = ("prim", "ins", "out", "params", "args", "ans", "meta", "vers")
 
     def __init__(self, prim, ins, out, params, args, ans, meta):
         self.prim = prim
@@ -114,6 +114,7 @@ class Node:
         self.args = args
         self.ans = ans
         self.meta = meta
+        self.vers = None
 
 
 class Tape(Level):
@@ -154,6 +155,26 @@ def _saved_args(prim, args):
     return tuple(ShapeDtype(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in args)
 
 
+def _versions(prim, args, ans):
+    """Versions of the saved values that live in an alias group (views or
+    mutated arrays), so the backward walk can find the right snapshot; None
+    when no saved value can ever be overwritten (the common case)."""
+    vers = None
+    if prim.save_args:
+        for i, a in enumerate(args):
+            if type(a) is TracedArray and a._al is not None:
+                if vers is None:
+                    vers = [0] * (len(args) + 1)
+                vers[i] = a._al.version
+                a._al.watch[id(a)] = a
+    if prim.save_ans and type(ans) is TracedArray and ans._al is not None:
+        if vers is None:
+            vers = [0] * (len(args) + 1)
+        vers[-1] = ans._al.version
+        ans._al.watch[id(ans)] = ans
+    return vers
+
+
 def _record(self, prim, args, t, params, tags):
     if prim.nondiff:
         return
@@ -175,8 +196,10 @@ def _record(self, prim, args, t, params, tags):
     v = self.nvars
     self.nvars = v + 1
     tags[self] = v
-    self.nodes.append(Node(prim, ins, v, params, _saved_args(prim, args),
-                           t if prim.save_ans else ShapeDtype(t.shape, t.dtype), meta))
+    node = Node(prim, ins, v, params, _saved_args(prim, args),
+                t if prim.save_ans else ShapeDtype(t.shape, t.dtype), meta)
+    node.vers = _versions(prim, args, t)
+    self.nodes.append(node)
 
 
 def _record_multi(self, prim, args, outs, params):
@@ -207,8 +230,30 @@ def _record_multi(self, prim, args, outs, params):
         else:
             vs.append(-1)
     ans = outs if prim.save_ans else tuple(ShapeDtype(t.shape, t.dtype) for t in outs)
-    self.nodes.append(Node(prim, ins, tuple(vs), params, _saved_args(prim, args), ans, meta))
+    node = Node(prim, ins, tuple(vs), params, _saved_args(prim, args), ans, meta)
+    node.vers = _versions(prim, args, None)
+    self.nodes.append(node)
 
 
 Tape.process = _record
 Tape.process_multi = _record_multi
+
+
+class Alias:
+    """The arrays that share one buffer: a root and the views derived from it.
+
+    Writes are recorded against the root's value (a new variable per level,
+    cost proportional to the written region); views learn of a write through
+    ``version`` and re-derive their variables from the root by replaying
+    their chain of view primitives the next time they are used. ``watch``
+    holds the members that some node saved for its backward rule and that
+    have not been snapshotted since: a write overlapping one of them first
+    copies its old value, so no saved value is ever silently overwritten.
+    """
+
+    __slots__ = ("root", "version", "watch")
+
+    def __init__(self, root):
+        self.root = root
+        self.version = 0
+        self.watch = {}

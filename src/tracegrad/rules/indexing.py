@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
-from ..core.primitive import PRIMITIVES, defhandler, defprim
+from ..core.primitive import PRIMITIVES, defhandler, defprim, defufunc_method
 
 
 def _is_adv(k):
@@ -280,3 +280,267 @@ def clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue,
     if hi is None:
         hi = np.inf
     return bind(PRIMITIVES["clip"], (a, lo, hi), {})
+
+
+# --- writes: setitem and add.at -------------------------------------------------------
+# The primitives are functional (out = x with x[key] = v); the in-place
+# mechanics (writing the buffer, versions, views, snapshots) live in
+# core.array.write, which records these primitives against the group root.
+def _region_shape(shape, key):
+    return np.broadcast_to(np.empty((), np.int8), shape)[key].shape
+
+
+def _winners(key, shape):
+    """For an integer-array key with repeated targets, the mask of the writes
+    NumPy keeps (the last one per target); None when targets are distinct."""
+    ints = [k for k in key if isinstance(k, np.ndarray) and k.dtype != bool]
+    if not ints:
+        return None
+    if len(ints) == 1 and not np.any(ints[0] < 0) and np.unique(ints[0]).size == ints[0].size:
+        return None
+    ids = np.arange(int(np.prod(shape)), dtype=np.intp).reshape(shape)[key]
+    flat = ids.ravel()
+    if np.unique(flat).size == flat.size:
+        return None
+    _, first_rev = np.unique(flat[::-1], return_index=True)
+    keep = np.zeros(flat.size, bool)
+    keep[flat.size - 1 - first_rev] = True
+    return keep.reshape(ids.shape)
+
+
+def _is_plain(*xs):
+    return all(type(x) is not TracedArray for x in xs)
+
+
+def _setitem_impl(x, v, key):
+    r = np.array(x, copy=True)
+    r[key] = v
+    return r
+
+
+def _setitem_vjp_x(g, ans, x, v, key):
+    nb = g.ndim - len(x.shape)
+    if _is_plain(g):
+        r = np.array(g, copy=True)
+        _to_end(r, nb)[key] = 0
+        return r
+    mask = np.ones(x.shape, dtype=bool)
+    mask[key] = False
+    return g * mask
+
+
+def _setitem_vjp_v(g, ans, x, v, key):
+    r = _batched_getitem(g, key, len(x.shape))
+    win = _winners(key, x.shape)
+    if win is not None:
+        r = r * win
+    return r
+
+
+def _place(t, nb, key, shape, batch, dtype):
+    """Scatter a region tangent into zeros of ``batch + shape`` (transposing getitem)."""
+    return bind(PRIMITIVES["scatter"], (t,), {"key": key, "shape": shape,
+                                              "kndim": t.ndim - nb})
+
+
+def _setitem_jvp(ts, ans, x, v, key):
+    tx, tv = ts
+    shape = tuple(x.shape)
+    if tx is not None:
+        nb = tx.ndim - len(shape)
+    else:
+        nb = tv.ndim - np.ndim(v)
+    ref = tx if tx is not None else tv
+    batch = ref.shape[:nb]
+    rshape = _region_shape(shape, key)
+    dtype = np.result_type(ans) if not hasattr(ans, "_v") else ans.dtype
+    if tv is not None:
+        tvb = np.broadcast_to(_align(tv, nb, len(rshape)), batch + rshape)
+    if _is_plain(tx, tv):
+        base = np.array(tx, dtype=dtype, copy=True) if tx is not None else np.zeros(
+            batch + shape, dtype)
+        _to_end(base, nb)[key] = 0 if tv is None else _to_end(tvb, nb)
+        return base
+    out = None
+    if tx is not None:
+        mask = np.ones(shape, dtype=bool)
+        mask[key] = False
+        out = tx * mask
+    if tv is not None:
+        win = _winners(key, shape)
+        if win is not None:
+            tvb = tvb * win
+        placed = _place(tvb, nb, key, shape, batch, dtype)
+        out = placed if out is None else out + placed
+    return out
+
+
+defprim("setitem", _setitem_impl, vjp=(_setitem_vjp_x, _setitem_vjp_v), jvp=_setitem_jvp,
+        save_args=False, save_ans=False)
+
+
+def _add_at_impl(x, v, key):
+    r = np.array(x, copy=True)
+    np.add.at(r, key, v)
+    return r
+
+
+def _add_at_jvp(ts, ans, x, v, key):
+    tx, tv = ts
+    shape = tuple(x.shape)
+    nb = tx.ndim - len(shape) if tx is not None else tv.ndim - np.ndim(v)
+    ref = tx if tx is not None else tv
+    batch = ref.shape[:nb]
+    out = tx
+    if tv is not None:
+        rshape = _region_shape(shape, key)
+        tvb = np.broadcast_to(_align(tv, nb, len(rshape)), batch + rshape)
+        placed = _place(tvb, nb, key, shape, batch, None)
+        out = placed if out is None else out + placed
+    return out
+
+
+defprim("add_at", _add_at_impl,
+        vjp=(lambda g, ans, x, v, key: g,
+             lambda g, ans, x, v, key: _batched_getitem(g, key, len(x.shape))),
+        jvp=_add_at_jvp, save_args=False, save_ans=False)
+
+
+def _as_value(v):
+    """Assignment values may be lists of traced scalars: stack them rather
+    than let NumPy convert each to a float (which would drop derivatives)."""
+    if isinstance(v, (list, tuple)) and _has_traced(v):
+        return np.stack([_as_value(e) for e in v])
+    return v
+
+
+def _has_traced(v):
+    if type(v) is TracedArray:
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_traced(e) for e in v)
+    return False
+
+
+@defhandler(operator.setitem)
+def setitem(a, key, value):
+    """``a[key] = value`` for a TracedArray ``a`` (the __setitem__ hook)."""
+    from ..core.array import write
+    key = normalize_key(key, a.ndim)
+    write(a, key, _as_value(value), PRIMITIVES["setitem"])
+
+
+def _add_at(a, indices, b, negate=False):
+    from ..core.array import escape, is_tracked, write
+    if type(a) is not TracedArray:
+        if is_tracked(b):
+            escape("escape", "np.add.at(<plain ndarray>, ..., <traced>) writes a traced value "
+                   "into a plain array, which drops its derivative; make the destination a "
+                   "traced array (np.zeros_like(x)).", depth=4)
+        np.add.at(a, concrete(indices, "index") if not isinstance(indices, tuple) else tuple(
+            concrete(i, "index") for i in indices), -b._v if negate else
+            (b._v if type(b) is TracedArray else b))
+        return
+    key = normalize_key(indices, a.ndim)
+    b = _as_value(b)
+    if negate:
+        b = np.negative(b)
+    write(a, key, b, PRIMITIVES["add_at"], op="add")
+
+
+def _ufunc_at(ufunc):
+    def handler(a, indices, b=None):
+        if ufunc is np.add:
+            return _add_at(a, indices, b)
+        if ufunc is np.subtract:
+            return _add_at(a, indices, b, negate=True)
+        from ..core.primitive import unsupported
+        raise unsupported(f"np.{ufunc.__name__}.at")
+    return handler
+
+
+for _uf in (np.add, np.subtract):
+    defufunc_method(_uf, "at")(_ufunc_at(_uf))
+
+
+@defhandler(np.copyto)
+def copyto(dst, src, casting="same_kind", where=True):
+    from ..core.array import escape, is_tracked
+    if type(dst) is not TracedArray:
+        if is_tracked(src) or (type(src) is TracedArray and where is not True):
+            escape("escape", "np.copyto(<plain ndarray>, <traced>) writes a traced value into a "
+                   "plain array, which drops its derivative; make the destination a traced "
+                   "array (np.zeros_like(x), x.copy()).", depth=3)
+        np.copyto(dst, src._v if type(src) is TracedArray else src, casting=casting,
+                  where=where._v if type(where) is TracedArray else where)
+        return
+    val = src if where is True else np.where(where, src, dst)
+    setitem(dst, Ellipsis, val)
+
+
+def _cycle(vals, n):
+    vals = np.ravel(_as_value(vals) if isinstance(vals, (list, tuple)) else vals)
+    if vals.size == n:
+        return vals
+    if vals.size == 0:
+        raise ValueError("cannot place from an empty array of values")
+    reps = -(-n // vals.size)
+    return np.tile(vals, reps)[:n]
+
+
+@defhandler(np.put)
+def put(a, ind, v, mode="raise"):
+    if type(a) is not TracedArray:
+        from ..core.array import escape, is_tracked
+        if is_tracked(v):
+            escape("escape", "np.put(<plain ndarray>, ..., <traced>) drops the derivative; "
+                   "make the destination a traced array.", depth=3)
+        return np.put(a, concrete(ind, "index"), v._v if type(v) is TracedArray else v, mode)
+    ind = np.asarray(concrete(ind, "index")).ravel()
+    n = a.size
+    if mode == "wrap":
+        ind = np.mod(ind, n)
+    elif mode == "clip":
+        ind = np.clip(ind, 0, n - 1)
+    elif np.any((ind >= n) | (ind < -n)):
+        raise IndexError(f"index out of range for array of size {n}")
+    ind = np.where(ind < 0, ind + n, ind)
+    key = np.unravel_index(ind, a.shape)
+    setitem(a, key, _cycle(v, ind.size))
+
+
+@defhandler(np.place)
+def place(arr, mask, vals):
+    mask = np.asarray(concrete(mask, "index"), dtype=bool)
+    if type(arr) is not TracedArray:
+        from ..core.array import escape, is_tracked
+        if is_tracked(vals):
+            escape("escape", "np.place(<plain ndarray>, ..., <traced>) drops the derivative; "
+                   "make the destination a traced array.", depth=3)
+        return np.place(arr, mask, vals._v if type(vals) is TracedArray else vals)
+    n = int(mask.sum())
+    if n:
+        setitem(arr, mask, _cycle(vals, n))
+
+
+@defhandler(np.fill_diagonal)
+def fill_diagonal(a, val, wrap=False):
+    if type(a) is not TracedArray:
+        from ..core.array import escape, is_tracked
+        if is_tracked(val):
+            escape("escape", "np.fill_diagonal(<plain ndarray>, <traced>) drops the derivative; "
+                   "make the destination a traced array.", depth=3)
+        return np.fill_diagonal(a, val._v if type(val) is TracedArray else val, wrap)
+    if a.ndim < 2:
+        raise ValueError("array must be at least 2-d")
+    end = None
+    if a.ndim == 2:
+        step = a.shape[1] + 1
+        if not wrap:
+            end = a.shape[1] * a.shape[1]
+    else:
+        if not np.all(np.diff(a.shape) == 0):
+            raise ValueError("All dimensions of input must be of equal length")
+        step = 1 + int(np.cumprod(a.shape[:-1]).sum())
+    flat = np.arange(a.size)[:end:step]
+    setitem(a, np.unravel_index(flat, a.shape), _cycle(val, flat.size))

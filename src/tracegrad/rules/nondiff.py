@@ -8,7 +8,7 @@ They run on the concrete values. Each is still a primitive (marked
 """
 import numpy as np
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, wrap
 from ..core.primitive import defhandler, defprim
 
 _FUNCS = [
@@ -17,7 +17,7 @@ _FUNCS = [
     np.array_equiv, np.any, np.all, np.result_type, np.iscomplexobj, np.isrealobj,
     np.isreal, np.iscomplex, np.may_share_memory, np.shares_memory, np.digitize,
     np.around, np.round, np.fix, np.argpartition, np.lexsort, np.sort_complex,
-    np.zeros_like, np.ones_like, np.empty_like, np.can_cast, np.min_scalar_type,
+    np.can_cast, np.min_scalar_type,
     np.unravel_index, np.ravel_multi_index, np.tril_indices_from, np.triu_indices_from,
     np.diag_indices_from, np.packbits, np.unpackbits, np.isin, np.bincount, np.histogram,
     np.histogram_bin_edges,
@@ -58,12 +58,31 @@ for _f in _FUNCS:
     defhandler(_f)(_make(_f))
 
 
+def _buffer(r, a):
+    # A buffer made "like" a traced array is returned as an (untracked)
+    # TracedArray, so the common pattern `out = np.zeros_like(x); out[i] = ...`
+    # records its writes instead of silently dropping their derivatives.
+    return wrap(r, {}) if type(a) is TracedArray else r
+
+
+def _like(npfunc):
+    def handler(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
+        plain = a._v if type(a) is TracedArray else a
+        return _buffer(npfunc(plain, dtype=dtype, order=order, subok=False, shape=shape), a)
+    return handler
+
+
+defhandler(np.zeros_like)(_like(np.zeros_like))
+defhandler(np.ones_like)(_like(np.ones_like))
+defhandler(np.empty_like)(_like(np.empty_like))
+
+
 @defhandler(np.full_like)
 def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, device=None):
-    # The fill value may itself be traced: build it by broadcasting.
-    a = a._v if type(a) is TracedArray else np.asarray(a)
-    dt = dtype if dtype is not None else a.dtype
-    shp = a.shape if shape is None else shape
+    plain = a._v if type(a) is TracedArray else np.asarray(a)
+    dt = dtype if dtype is not None else plain.dtype
+    shp = plain.shape if shape is None else shape
     if type(fill_value) is TracedArray:
+        # The fill value itself carries a derivative: build it by broadcasting.
         return np.broadcast_to(fill_value.astype(dt), shp) + np.zeros(shp, dt)
-    return np.full(shp, fill_value, dtype=dt)
+    return _buffer(np.full(shp, fill_value, dtype=dt), a)
