@@ -18,7 +18,7 @@ from .core.reverse import backward
 from .core.tape import Tape
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian",
-           "hessian", "hvp"]
+           "hessian", "hvp", "check_grads"]
 
 
 # --- inputs and outputs ------------------------------------------------------------
@@ -190,10 +190,16 @@ def vjp(fun, *primals, has_aux=False):
     def vjp_fn(ct):
         return _pull(tape, ins, treedef, out_leaves, out_def, out_vars, ct, free=False)
 
-    out = tree_unflatten(out_def, [_lower(x) for x in out_leaves])
+    # Copies: vjp_fn may run later, and its saved values share buffers with
+    # these outputs, which the caller is free to modify.
+    out = tree_unflatten(out_def, [_copy_out(_lower(x)) for x in out_leaves])
     if has_aux:
         return out, vjp_fn, _lower_tree(aux)
     return out, vjp_fn
+
+
+def _copy_out(x):
+    return np.array(x, copy=True) if type(x) is np.ndarray else x
 
 
 def value_and_grad(fun, argnums=0, has_aux=False):
@@ -522,3 +528,117 @@ def hvp(fun, x, v, *args, **kwargs):
     extra ``args`` are passed to ``fun`` and not differentiated."""
     g = grad(lambda y: fun(y, *args, **kwargs))
     return jvp(g, (x,), (v,))[1]
+
+
+# --- checking derivatives ------------------------------------------------------------------
+def _rand_like(leaves, rng):
+    out = []
+    for x in leaves:
+        a = np.asarray(x._v if type(x) is TracedArray else x)
+        r = rng.standard_normal(a.shape)
+        if a.dtype.kind == "c":
+            r = r + 1j * rng.standard_normal(a.shape)
+        out.append(r.astype(a.dtype if a.dtype.kind in "fc" else float))
+    return out
+
+
+def _vdot(a_leaves, b_leaves):
+    return sum(float(np.real(np.vdot(np.asarray(_lower(a)), np.asarray(_lower(b)))))
+               for a, b in zip(a_leaves, b_leaves))
+
+
+def _close(name, got, want, atol, rtol, report):
+    got = np.asarray(got)
+    want = np.asarray(want)
+    err = np.max(np.abs(got - want)) if got.size else 0.0
+    tol = atol + rtol * (np.max(np.abs(want)) if want.size else 0.0)
+    if not err <= tol:
+        report.append(f"{name}: |error| = {err:.3e} > tolerance {tol:.3e}\n"
+                      f"    got:      {np.array2string(got, precision=8)}\n"
+                      f"    expected: {np.array2string(want, precision=8)}")
+
+
+def check_grads(fun, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, eps=None,
+                seed=0):
+    """Check ``fun``'s derivatives against central finite differences, like JAX's.
+
+    For each mode and each order up to ``order``: forward mode is compared
+    with finite differences along a random direction, reverse mode with
+    forward mode by the dot-product test ``<w, J u> == <J^T w, u>`` (or with
+    finite differences when ``"fwd"`` is not among ``modes``). Higher orders
+    check the JVP/VJP functions themselves. Raises ``AssertionError`` with a
+    readable report listing every failed comparison.
+
+    Examples
+    --------
+    >>> import numpy as np, tracegrad as tg
+    >>> tg.check_grads(lambda x: np.sin(x) * x ** 2, (np.array([0.3, 1.2]),), order=2)
+    """
+    if not isinstance(args, (tuple, list)):
+        raise TypeError("check_grads expects args as a tuple, e.g. check_grads(f, (x,))")
+    modes = tuple(modes)
+    for m in modes:
+        if m not in ("fwd", "rev"):
+            raise ValueError(f"unknown mode {m!r}; use 'fwd' and/or 'rev'")
+    leaves, treedef = tree_flatten(tuple(args))
+    dt = np.result_type(*[np.asarray(x._v if type(x) is TracedArray else x) for x in leaves])
+    low = dt in (np.float32, np.complex64)
+    eps = eps if eps is not None else (1e-3 if low else 1e-6)
+    rtol = rtol if rtol is not None else (2e-2 if low else 1e-5)
+    atol = atol if atol is not None else (2e-2 if low else 1e-6)
+    rng = np.random.default_rng(seed)
+    report = []
+
+    def fd_jvp(f, xs, us):
+        def shifted(s):
+            ls = [np.asarray(x._v if type(x) is TracedArray else x) + s * u
+                  for x, u in zip(xs, us)]
+            return tree_flatten(f(*tree_unflatten(treedef, ls)))[0]
+        plus, minus = shifted(eps), shifted(-eps)
+        return [(np.asarray(_lower(p)) - np.asarray(_lower(m))) / (2 * eps)
+                for p, m in zip(plus, minus)]
+
+    def check(f, xs, k, label):
+        us = _rand_like(xs, rng)
+        want = fd_jvp(f, xs, us)
+        if "fwd" in modes:
+            _, t_out = jvp(f, tuple(tree_unflatten(treedef, xs)), tuple(tree_unflatten(treedef,
+                                                                                       us)))
+            got = tree_flatten(t_out)[0]
+            for j, (g, w) in enumerate(zip(got, want)):
+                _close(f"{label} JVP vs finite differences (output leaf {j})", g, w, atol, rtol,
+                       report)
+        if "rev" in modes:
+            out, f_vjp = vjp(f, *tree_unflatten(treedef, xs))
+            out_leaves, out_def = tree_flatten(out)
+            ws = _rand_like(out_leaves, rng)
+            ct = f_vjp(tree_unflatten(out_def, ws))
+            lhs = _vdot(ws, want)
+            rhs = _vdot(tree_flatten(ct)[0], us)
+            _close(f"{label} VJP: <w, J u> (finite differences) vs <J^T w, u>", rhs, lhs,
+                   atol * 10, rtol * 10, report)
+            if "fwd" in modes:
+                _, t_out = jvp(f, tuple(tree_unflatten(treedef, xs)),
+                               tuple(tree_unflatten(treedef, us)))
+                lhs = _vdot(ws, tree_flatten(t_out)[0])
+                _close(f"{label} dot-product test <w, J u> (fwd) vs <J^T w, u> (rev)", rhs, lhs,
+                       1e-12 + atol * 1e-3, 1e-9 if not low else 1e-4, report)
+        if k < order:
+            if "fwd" in modes:
+                us2 = us
+
+                def f_jvp(*a):
+                    return jvp(f, a, tuple(tree_unflatten(treedef, us2)))[1]
+                check(f_jvp, xs, k + 1, f"order {k + 1} (of JVP)")
+            if "rev" in modes:
+                out = f(*tree_unflatten(treedef, xs))
+                out_leaves, out_def = tree_flatten(out)
+                ws2 = tree_unflatten(out_def, _rand_like(out_leaves, rng))
+
+                def f_vjp(*a):
+                    return vjp(f, *a)[1](ws2)
+                check(f_vjp, xs, k + 1, f"order {k + 1} (of VJP)")
+
+    check(fun, leaves, 1, "order 1")
+    if report:
+        raise AssertionError("check_grads found mismatches:\n  " + "\n  ".join(report))

@@ -52,3 +52,8 @@ class EscapeWarning(UserWarning):
     """A traced value was turned into a plain number (``float(x)``,
     ``x.item()``): the computation continues on the value, without its
     derivative. Silence with ``tracegrad.escape_policy(convert="ignore")``."""
+
+
+class NonFiniteError(TracegradError, FloatingPointError):
+    """Under ``tracegrad.debug_nans()``: an operation produced a NaN or an
+    infinity from finite inputs, in the forward or the backward pass."""

@@ -312,6 +312,8 @@ class TracedArray(np.ndarray):
 
 
 _NOPARAMS = {}
+#: results a capturing level records (anything else a primitive returns is metadata)
+_NUMBERS = (_ndarray, np.generic, bool, int, float, complex)
 
 
 def _inplace_error(what):
@@ -380,6 +382,8 @@ def bind(prim, args, params):
         else:
             plain.append(a)
     out = prim.impl(*plain, **params)
+    if DEBUG[0] and lvls is not None:
+        check_finite(prim, plain, out, "forward")
     if lvls is None or (prim.nondiff and not _any_captures(lvls)):
         if (prim.name in VIEW_PRIMS and type(out) is _ndarray and out.base is not None
                 and type(args[0]) is TracedArray):
@@ -393,7 +397,13 @@ def bind(prim, args, params):
         return out
     if len(lvls) > 1:
         lvls.sort(key=_depth)
-    if prim.nout == 1:
+    if prim.nondiff and type(out) is not _ndarray and not isinstance(out, _NUMBERS):
+        # Only capturing levels (jit) see non-differentiable results: metadata
+        # (np.shape, np.result_type) is static and stays plain; a tuple of
+        # arrays or numbers (np.nonzero, np.unravel_index) is several results.
+        if not (type(out) is tuple and out and all(isinstance(o, _NUMBERS) for o in out)):
+            return out
+    if prim.nout == 1 and type(out) is not tuple:
         if type(out) is not _ndarray:
             out = _asarray(out)
         if out.dtype.kind not in "fc" and not _any_captures(lvls):
@@ -467,6 +477,13 @@ def saved_value(a, version):
     return a
 
 
+def _mark_mutated():
+    from .tape import Tape, level_stack
+    for lv in level_stack():
+        if isinstance(lv, Tape):
+            lv.mutated = True
+
+
 def _tape_active():
     from .tape import Tape, level_stack
     return any(isinstance(lv, Tape) for lv in level_stack())
@@ -510,6 +527,7 @@ def write(a, key, v, prim, op="set"):
     if type(v) is TracedArray and v._al is not None and v._alver != v._al.version:
         _refresh(v)
     vplain = v._v if type(v) is TracedArray else v
+    _mark_mutated()
     R = a._al
     if R is None:
         R = a._al = Alias(a)
@@ -591,6 +609,98 @@ def is_tracked(x):
         if lv.active and not lv.captures_all:
             return True
     return False
+
+
+# --- debugging non-finite values ------------------------------------------------------
+#: nesting count of active debug_nans() contexts (process-wide: a debugging switch)
+DEBUG = [0]
+
+
+def _nonfinite(x):
+    x = x._v if type(x) is TracedArray else x
+    if isinstance(x, np.ndarray) and x.dtype.kind in "fc":
+        return not np.isfinite(x).all()
+    if isinstance(x, (float, complex, np.floating, np.complexfloating)):
+        return not np.isfinite(x)
+    return False
+
+
+def check_finite(prim, inputs, out, phase, where=None):
+    """Raise NonFiniteError when ``out`` is non-finite but ``inputs`` are not."""
+    outs = out if isinstance(out, tuple) else (out,)
+    if not any(_nonfinite(o) for o in outs):
+        return
+    if any(_nonfinite(i) for i in inputs if not isinstance(i, (tuple, list))):
+        return
+    if where is None:
+        f = _user_frame(2)
+        where = f"{f.f_code.co_filename}:{f.f_lineno}" if f is not None else "<unknown>"
+    raise errors.NonFiniteError(
+        f"{where}: {prim.name} produced a NaN or infinity from finite inputs during the "
+        f"{phase} pass (tracegrad.debug_nans is on).")
+
+
+class debug_nans:
+    """Context manager (or decorator): raise at the first operation that
+    turns finite values into NaN or infinity, in the forward pass or in a
+    derivative rule during the backward pass, naming the primitive and the
+    file:line of the user code that called it.
+
+    Examples
+    --------
+    >>> import numpy as np, tracegrad as tg
+    >>> with tg.debug_nans():
+    ...     tg.grad(lambda x: np.sum(np.sqrt(x)))(np.array([0.0, 1.0]))
+    Traceback (most recent call last):
+    ...
+    tracegrad.errors.NonFiniteError: ...sqrt produced a NaN or infinity from finite inputs during the backward pass...
+    """
+
+    def __enter__(self):
+        DEBUG[0] += 1
+        return self
+
+    def __exit__(self, *exc):
+        DEBUG[0] -= 1
+        return False
+
+    def __call__(self, fun):
+        import functools
+
+        @functools.wraps(fun)
+        def wrapper(*a, **k):
+            with debug_nans():
+                return fun(*a, **k)
+        return wrapper
+
+
+class escape_policy:
+    """Set what happens when a derivative is about to be lost.
+
+    ``escape``: a traced value written into a plain array (``buf[i] = x``,
+    ``out=`` a plain array) — default ``"raise"``. ``convert``: a traced
+    value turned into a Python number (``float(x)``, ``x.item()``,
+    ``np.array([x0, x1])``) — default ``"warn"``. Each is ``"raise"``,
+    ``"warn"`` or ``"ignore"``. Works as a plain call (sets the policy) and
+    as a context manager (restores it on exit).
+    """
+
+    def __init__(self, escape=None, convert=None):
+        self.saved = dict(POLICY)
+        for k, v in (("escape", escape), ("convert", convert)):
+            if v is None:
+                continue
+            if v not in ("raise", "warn", "ignore"):
+                raise ValueError(f"{k} policy must be 'raise', 'warn' or 'ignore', not {v!r}")
+            POLICY[k] = v
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        POLICY.clear()
+        POLICY.update(self.saved)
+        return False
 
 
 # --- escapes -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ falls during the walk instead of holding the whole tape to the end.
 """
 import numpy as np
 
-from .array import TracedArray, saved_value
+from .array import DEBUG, TracedArray, check_finite, saved_value
+from .primitive import ShapeDtype
 from .tape import level_stack
 
 
@@ -52,14 +53,19 @@ def _plain(x):
 
 def saved(node):
     """The node's saved inputs and output as they were when it ran: a value
-    overwritten in place since then is replaced by its snapshot."""
+    overwritten in place since then is replaced by its snapshot, and inputs
+    whose values were not kept are ShapeDtype stand-ins."""
     args = node.args
     ans = node.ans
+    if args is None:
+        return [ShapeDtype(*m) for m in node.meta], ans
     vers = node.vers
-    if any(type(a) is TracedArray and a._snaps is not None for a in args):
-        args = tuple(saved_value(a, vers[i] if vers else 0)
-                     if type(a) is TracedArray and a._snaps is not None else a
-                     for i, a in enumerate(args))
+    for a in args:
+        if type(a) is TracedArray and a._snaps is not None:
+            args = [saved_value(a, vers[i] if vers else 0)
+                    if type(a) is TracedArray and a._snaps is not None else a
+                    for i, a in enumerate(args)]
+            break
     if type(ans) is TracedArray and ans._snaps is not None:
         ans = saved_value(ans, vers[-1] if vers else 0)
     return args, ans
@@ -100,42 +106,63 @@ def backward(tape, seeds, free=False):
     """
     cts = dict(seeds)
     plain = not level_stack()
+    # snapshots exist only for tapes that saw an in-place write; the flag is
+    # conservative (a tape may hold values an outer tape's write touched),
+    # so any tape active during a write is marked.
+    mutated = getattr(tape, "mutated", True)
+    pop = cts.pop
     for node in reversed(tape.nodes):
         out = node.out
         prim = node.prim
         if type(out) is int:
-            g = cts.pop(out, None)
+            g = pop(out, None)
             if g is None:
                 continue
-            args, ans = saved(node)
+            ans = node.ans
+            partials = prim.partials
+            if partials is not None and not prim.save_args:
+                # constant partials (add, subtract, negative...): no values needed
+                args = None
+            else:
+                if mutated or node.args is None:
+                    args, ans = saved(node)
+                else:
+                    args = node.args
+                if plain:
+                    args = [a._v if type(a) is TracedArray else a for a in args]
             if plain and type(ans) is TracedArray:
                 ans = ans._v
             nb = g.ndim - ans.ndim
         else:
-            gs = [cts.pop(v, None) if v >= 0 else None for v in out]
+            partials = None
+            gs = [pop(v, None) if v >= 0 else None for v in out]
             if all(x is None for x in gs):
                 continue
             args, ans = saved(node)
             if plain:
                 ans = tuple(_plain(a) for a in ans)
+                args = [a._v if type(a) is TracedArray else a for a in args]
             first = next(x for x in gs if x is not None)
-            k = gs.index(first)
+            k = next(i for i, x in enumerate(gs) if x is first)
             nb = first.ndim - ans[k].ndim
             batch = first.shape[:nb]
             g = tuple(x if x is not None else np.zeros(batch + a.shape, a.dtype)
                       for x, a in zip(gs, ans))
-        if plain:
-            args = tuple(_plain(a) for a in args)
         params = node.params
-        ins = node.ins
         meta = node.meta
-        for i, v in enumerate(ins):
+        i = -1
+        for v in node.ins:
+            i += 1
             if v < 0:
                 continue
-            if prim.elementwise:
-                if prim.partials[i] is None:
+            if partials is not None:
+                p = partials[i]
+                if p is None:
                     continue
-                c = elementwise_vjp(prim, i, g, ans, args)
+                if p == 1 and not callable(p):
+                    c = g
+                else:
+                    c = elementwise_vjp(prim, i, g, ans, args)
             else:
                 rule = prim.vjp[i] if i < len(prim.vjp) else None
                 if rule is None:
@@ -143,8 +170,13 @@ def backward(tape, seeds, free=False):
                 c = rule(g, ans, *args, **params)
                 if c is None:
                     continue
+            if DEBUG[0]:
+                check_finite(prim, [g] if partials is not None or type(g) is not tuple
+                             else list(g), c, "backward", node.where)
             shape, dtype = meta[i]
-            c = _fit(c, shape, dtype, nb)
+            if c.__class__ is not TracedArray and c.__class__ is not np.ndarray \
+                    or c.shape != shape or c.dtype != dtype:
+                c = _fit(c, shape, dtype, nb)
             prev = cts.get(v)
             cts[v] = c if prev is None else prev + c
         if free:

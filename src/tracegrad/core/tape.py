@@ -104,7 +104,7 @@ class Node:
     rule may use even when the values themselves were not saved.
     """
 
-    __slots__ = ("prim", "ins", "out", "params", "args", "ans", "meta", "vers")
+    __slots__ = ("prim", "ins", "out", "params", "args", "ans", "meta", "vers", "where")
 
     def __init__(self, prim, ins, out, params, args, ans, meta):
         self.prim = prim
@@ -115,17 +115,21 @@ class Node:
         self.ans = ans
         self.meta = meta
         self.vers = None
+        self.where = None
 
 
 class Tape(Level):
     """A reverse-mode level: records nodes in execution order."""
 
-    __slots__ = ("nodes", "nvars")
+    __slots__ = ("nodes", "nvars", "mutated")
 
     def __init__(self):
         super().__init__()
         self.nodes = []
         self.nvars = 0
+        # set when an in-place write happened while recording: only then
+        # can a saved value have a snapshot the backward walk must use
+        self.mutated = False
 
     def new_var(self):
         v = self.nvars
@@ -145,79 +149,95 @@ def no_levels_active():
 
 # Recording lives with the Tape, but needs TracedArray; array.py does not
 # import this module, so the import below cannot cycle.
-from .array import TracedArray  # noqa: E402
+from .array import DEBUG, TracedArray, _user_frame  # noqa: E402
 from .primitive import ShapeDtype  # noqa: E402
-
-
-def _saved_args(prim, args):
-    if prim.save_args:
-        return args
-    return tuple(ShapeDtype(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in args)
 
 
 def _versions(prim, args, ans):
     """Versions of the saved values that live in an alias group (views or
-    mutated arrays), so the backward walk can find the right snapshot; None
-    when no saved value can ever be overwritten (the common case)."""
-    vers = None
+    mutated arrays), so the backward walk can find the right snapshot."""
+    vers = [0] * (len(args) + 1)
     if prim.save_args:
         for i, a in enumerate(args):
             if type(a) is TracedArray and a._al is not None:
-                if vers is None:
-                    vers = [0] * (len(args) + 1)
                 vers[i] = a._al.version
                 a._al.watch[id(a)] = a
     if prim.save_ans and type(ans) is TracedArray and ans._al is not None:
-        if vers is None:
-            vers = [0] * (len(args) + 1)
         vers[-1] = ans._al.version
         ans._al.watch[id(ans)] = ans
     return vers
 
 
-def _record(self, prim, args, t, params, tags):
-    if prim.nondiff:
-        return
+_SCALAR = ((), None)
+
+
+def _where():
+    f = _user_frame(3)
+    return f"{f.f_code.co_filename}:{f.f_lineno}" if f is not None else "<unknown>"
+
+
+def _scan(self, args):
+    """Variable ids and (shape, dtype) of the inputs; whether any is tracked
+    by this tape; whether any lives in an alias group."""
     ins = []
     meta = []
     found = False
+    grouped = False
     for a in args:
         if type(a) is TracedArray:
+            if a._al is not None:
+                grouped = True
             v = a._tg.get(self, -1)
             if v >= 0:
                 found = True
-                meta.append((a.shape, a.dtype))
-                ins.append(v)
-                continue
-        ins.append(-1)
-        meta.append(None)
+            ins.append(v)
+            meta.append((a.shape, a.dtype))
+        else:
+            ins.append(-1)
+            meta.append((a.shape, a.dtype) if isinstance(a, np.ndarray) else _SCALAR)
+    return ins, meta, found, grouped
+
+
+def _record(self, prim, args, t, params, tags):
+    if prim.nondiff:
+        return
+    # _scan inlined: this runs once per traced operation
+    ins = []
+    meta = []
+    found = False
+    grouped = False
+    for a in args:
+        if type(a) is TracedArray:
+            if a._al is not None:
+                grouped = True
+            v = a._tg.get(self, -1)
+            if v >= 0:
+                found = True
+            ins.append(v)
+            meta.append((a.shape, a.dtype))
+        else:
+            ins.append(-1)
+            meta.append((a.shape, a.dtype) if isinstance(a, np.ndarray) else _SCALAR)
     if not found:
         return
     v = self.nvars
     self.nvars = v + 1
     tags[self] = v
-    node = Node(prim, ins, v, params, _saved_args(prim, args),
+    # Values a rule does not need are not kept alive: only their shapes
+    # (in meta) are, and the walker hands the rule ShapeDtype stand-ins.
+    node = Node(prim, ins, v, params, args if prim.save_args else None,
                 t if prim.save_ans else ShapeDtype(t.shape, t.dtype), meta)
-    node.vers = _versions(prim, args, t)
+    if grouped or (prim.save_ans and t._al is not None):
+        node.vers = _versions(prim, args, t)
+    if DEBUG[0]:
+        node.where = _where()
     self.nodes.append(node)
 
 
 def _record_multi(self, prim, args, outs, params):
     if prim.nondiff:
         return
-    ins = []
-    meta = []
-    found = False
-    for a in args:
-        if type(a) is TracedArray:
-            v = a._tg.get(self, -1)
-            if v >= 0:
-                found = True
-                meta.append((a.shape, a.dtype))
-                ins.append(v)
-                continue
-        ins.append(-1)
-        meta.append(None)
+    ins, meta, found, grouped = _scan(self, args)
     if not found:
         return
     vs = []
@@ -230,8 +250,9 @@ def _record_multi(self, prim, args, outs, params):
         else:
             vs.append(-1)
     ans = outs if prim.save_ans else tuple(ShapeDtype(t.shape, t.dtype) for t in outs)
-    node = Node(prim, ins, tuple(vs), params, _saved_args(prim, args), ans, meta)
-    node.vers = _versions(prim, args, None)
+    node = Node(prim, ins, tuple(vs), params, args if prim.save_args else None, ans, meta)
+    if grouped:
+        node.vers = _versions(prim, args, None)
     self.nodes.append(node)
 
 
