@@ -19,3 +19,13 @@ __all__ = [
     "TracegradError", "UnsupportedOperation", "NonScalarOutput", "NonDifferentiableInput",
     "BadArgnums", "BadOutput", "InPlaceError", "EscapeError",
 ]
+
+
+def load_ipython_extension(ipython):  # `%load_ext tracegrad`: IPython is imported only here
+    from .jupyter import load_ipython_extension as load
+    return load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .jupyter import unload_ipython_extension as unload
+    return unload(ipython)
