@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from . import errors
-from .core.array import TracedArray, wrap
+from .core.array import TracedArray, tags_of, wrap
 from .core.forward import ForwardLevel, forward_walk
 from .core.pytree import tree_flatten, tree_unflatten
 from .core.reverse import backward
@@ -50,7 +50,7 @@ def _int_input(dtype, where):
 def _lift(x, level, payload):
     """``x`` tagged for ``level``, keeping the tags of the levels around it."""
     if type(x) is TracedArray:
-        tags = {lv: p for lv, p in x._tg.items() if lv.active}
+        tags = {lv: p for lv, p in tags_of(x).items() if lv.active}
         tags[level] = payload
         return wrap(np.array(x._v, copy=True), tags)
     # A private copy: the function may write into its input in place, and
@@ -62,10 +62,20 @@ def _lower(x):
     """Drop the tags of closed levels; plain ndarray when none remain."""
     if type(x) is not TracedArray:
         return x
-    tags = {lv: p for lv, p in x._tg.items() if lv.active}
+    cur = tags_of(x)
+    tags = {lv: p for lv, p in cur.items() if lv.active}
     if tags:
-        return wrap(x._v, tags) if len(tags) != len(x._tg) else x
+        return wrap(x._v, tags) if len(tags) != len(cur) else x
     return x._v
+
+
+def _settle(res):
+    """Bring outputs that are views written through since their creation up
+    to date while the level still records (see core.array.tags_of)."""
+    for x in tree_flatten(res)[0]:
+        if type(x) is TracedArray:
+            tags_of(x)
+    return res
 
 
 def _check_out_leaf(x, what="the function's output"):
@@ -136,13 +146,13 @@ def _trace_reverse(fun, primals, has_aux):
             v = tape.new_var()
             ins.append((v, arr))
             traced.append(_lift(arr, tape, v))
-        res = fun(*tree_unflatten(treedef, traced))
+        res = _settle(fun(*tree_unflatten(treedef, traced)))
     out, aux = _split_aux(res, has_aux)
     out_leaves, out_def = tree_flatten(out)
     out_vars = []
     for x in out_leaves:
         _check_out_leaf(x)
-        out_vars.append(x._tg.get(tape, -1) if type(x) is TracedArray else -1)
+        out_vars.append(tags_of(x).get(tape, -1) if type(x) is TracedArray else -1)
     return tape, ins, treedef, out_leaves, out_def, out_vars, aux
 
 
@@ -322,13 +332,13 @@ def jvp(fun, primals, tangents, has_aux=False):
         for k, (x, t) in enumerate(zip(leaves, tleaves)):
             arr = _as_input(x, f"primal leaf {k}")
             traced.append(_lift(arr, level, _as_tangent(t, arr, f"tangent leaf {k}")))
-        res = fun(*tree_unflatten(treedef, traced))
+        res = _settle(fun(*tree_unflatten(treedef, traced)))
     out, aux = _split_aux(res, has_aux)
     out_leaves, out_def = tree_flatten(out)
     pouts, touts = [], []
     for o in out_leaves:
         _check_out_leaf(o)
-        t = o._tg.get(level) if type(o) is TracedArray else None
+        t = tags_of(o).get(level) if type(o) is TracedArray else None
         pouts.append(_lower(o))
         if t is None:
             oa = np.asarray(o._v if type(o) is TracedArray else o)
@@ -397,14 +407,14 @@ def jacfwd(fun, argnums=0, has_aux=False):
             full = list(args)
             for i, a in zip(nums, diff):
                 full[i] = a
-            res = fun(*full, **kwargs)
+            res = _settle(fun(*full, **kwargs))
         out, aux = _split_aux(res, has_aux)
         out_leaves, out_def = tree_flatten(out)
         jac_leaves = []
         for o in out_leaves:
             _check_out_leaf(o)
             oshape = np.shape(o)
-            T = o._tg.get(level) if type(o) is TracedArray else None
+            T = tags_of(o).get(level) if type(o) is TracedArray else None
             per_in = []
             off = 0
             for a in arrs:

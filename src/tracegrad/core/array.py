@@ -314,6 +314,7 @@ class TracedArray(np.ndarray):
 _NOPARAMS = {}
 #: results a capturing level records (anything else a primitive returns is metadata)
 _NUMBERS = (_ndarray, np.generic, bool, int, float, complex)
+_RESULTS = (_ndarray, np.generic)  # items of a tuple of results (a shape tuple holds ints)
 
 
 def _inplace_error(what):
@@ -400,8 +401,8 @@ def bind(prim, args, params):
     if prim.nondiff and type(out) is not _ndarray and not isinstance(out, _NUMBERS):
         # Only capturing levels (jit) see non-differentiable results: metadata
         # (np.shape, np.result_type) is static and stays plain; a tuple of
-        # arrays or numbers (np.nonzero, np.unravel_index) is several results.
-        if not (type(out) is tuple and out and all(isinstance(o, _NUMBERS) for o in out)):
+        # arrays or NumPy scalars (np.nonzero, np.unravel_index) is several results.
+        if not (type(out) is tuple and out and all(isinstance(o, _RESULTS) for o in out)):
             return out
     if prim.nout == 1 and type(out) is not tuple:
         if type(out) is not _ndarray:
@@ -439,13 +440,32 @@ def _register_view(t, src, prim, params):
     """Record that ``t`` is a view of ``src`` (so writes through either are seen by both)."""
     if type(src) is not TracedArray or not np.may_share_memory(t._v, src._v):
         return
-    from .tape import Alias
     R = src._al
     if R is None:
-        R = src._al = Alias(src)
+        R = src._al = _new_group(src)
     t._al = R
     t._chain = src._chain + ((prim, params),)
     t._alver = R.version
+
+
+def tags_of(x):
+    """A traced value's current tags (a view written through since it was
+    last used re-derives them first)."""
+    if x._al is not None and x._alver != x._al.version:
+        _refresh(x)
+    return x._tg
+
+
+def _new_group(root):
+    """Start an alias group at ``root``. Nodes may already hold ``root`` for
+    their backward rules (arrays are watched only once grouped), so while a
+    tape records it is watched from the start: its first overlapping write
+    keeps a snapshot of the value those nodes saw."""
+    from .tape import Alias
+    R = Alias(root)
+    if _tape_active():
+        R.watch[id(root)] = root
+    return R
 
 
 def _refresh(m):
@@ -521,7 +541,6 @@ def write(a, key, v, prim, op="set"):
     ``prim`` (the functional ``setitem`` primitive), at a cost proportional
     to the written region.
     """
-    from .tape import Alias
     if a._al is not None and a._alver != a._al.version:
         _refresh(a)
     if type(v) is TracedArray and v._al is not None and v._alver != v._al.version:
@@ -530,11 +549,7 @@ def write(a, key, v, prim, op="set"):
     _mark_mutated()
     R = a._al
     if R is None:
-        R = a._al = Alias(a)
-        if _tape_active():
-            # A node may hold this array for its backward rule; it was never
-            # watched (only views are), so keep its current value once.
-            _snapshot(a, 0)
+        R = a._al = _new_group(a)
     basic = not any(isinstance(k, np.ndarray) for k in key)
     # (Ellipsis keeps an all-integer key a 0-d view instead of a scalar copy)
     region = a._v[key + (Ellipsis,)] if basic else a._v
@@ -553,6 +568,9 @@ def write(a, key, v, prim, op="set"):
         rv = v
         if np.shape(v) != W.shape:
             rv = np.broadcast_to(v, W.shape)
+    # A capturing level (jit) records the write as prim(before, v): when the
+    # root is a constant to it, it needs the root's value from before the write.
+    pre = root._v.copy() if captured(v) and not captured(root) else None
     if op == "set":
         a._v[key] = vplain
     else:
@@ -570,7 +588,7 @@ def write(a, key, v, prim, op="set"):
             # A full overwrite is just the new value: no scatter to record.
             tags = {lv: p for lv, p in rv._tg.items() if lv.active}
         else:
-            before = wrap(root._v, old)
+            before = wrap(root._v if pre is None else pre, old)
             after = wrap(root._v, tags)
             params = {"key": rkey}
             for lv in lvls:
@@ -599,6 +617,17 @@ def _write_out(out, r, what):
         np.copyto(o, unwrap(r), casting="unsafe")
         return o
     raise TypeError(f"{what}: out= must be an ndarray")
+
+
+def captured(x):
+    """True when ``x`` is recorded by an active capturing level (jit): a
+    branch on its value must then be taken in the graph, not in Python."""
+    if type(x) is not TracedArray:
+        return False
+    for lv in x._tg:
+        if lv.active and lv.captures_all:
+            return True
+    return False
 
 
 def is_tracked(x):

@@ -8,7 +8,7 @@ pushes every basis direction through one run.
 """
 import numpy as np
 
-from .array import TracedArray
+from .array import TracedArray, captured
 from .tape import Level, hidden
 
 
@@ -36,7 +36,8 @@ def elementwise_jvp(prim, ts, ans, args, nb):
                 with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                     d = p(ans, *args)
                     c = t * d
-                    if not np.isfinite(d._v if type(d) is TracedArray else d).all():
+                    if captured(d) or not np.isfinite(d._v if type(d) is TracedArray
+                                                      else d).all():
                         c = np.where(t == 0, np.zeros((), c.dtype), c)
             else:
                 c = t * p(ans, *args)

@@ -7,7 +7,7 @@ falls during the walk instead of holding the whole tape to the end.
 """
 import numpy as np
 
-from .array import DEBUG, TracedArray, check_finite, saved_value
+from .array import DEBUG, TracedArray, captured, check_finite, saved_value
 from .primitive import ShapeDtype
 from .tape import level_stack
 
@@ -83,7 +83,7 @@ def elementwise_vjp(prim, i, g, ans, args):
             if d.dtype.kind == "c":
                 d = np.conjugate(d)
             c = g * d
-            if not np.isfinite(_plain(d)).all():
+            if captured(d) or not np.isfinite(_plain(d)).all():
                 # Executed-path convention: a zero cotangent contributes
                 # nothing, even through an infinite local derivative
                 # (0 * inf would be nan).
