@@ -204,8 +204,8 @@ def _concat_vjp(i, g, ans, *args, axis, sizes):
 
 
 def _concat_jvp(ts, ans, *args, axis, sizes):
-    ref = next(t for t in ts if t is not None)
-    nb = ref.ndim - args[ts.index(ref)].ndim
+    k, ref = next((i, t) for i, t in enumerate(ts) if t is not None)
+    nb = ref.ndim - np.ndim(args[k])
     batch = ref.shape[:nb]
     parts = [t if t is not None else np.zeros(batch + np.shape(a), ans.dtype)
              for t, a in zip(ts, args)]
