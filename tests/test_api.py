@@ -114,3 +114,35 @@ def test_traced_getitem_is_0d_array():
 
     np.testing.assert_allclose(tg.grad(f)(np.array([2.0, 3.0])), [3.0, 2.0])
     assert seen == [TracedArray]
+
+
+def test_two_threads_trace_independently():
+    import threading
+    results = {}
+
+    def work(k):
+        x = np.linspace(0, 1, 50) + k
+        for _ in range(20):
+            g = tg.grad(lambda x: np.sum(np.sin(x) * x ** k))(x)
+        results[k] = (g, x)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, (g, x) in results.items():
+        np.testing.assert_allclose(g, np.cos(x) * x ** k + np.sin(x) * k * x ** (k - 1),
+                                   rtol=1e-12)
+
+
+def test_grad_of_function_of_python_scalars_and_lists():
+    f = lambda a, b: a * b[0] + b[1] ** 2  # noqa: E731
+    ga, gb = tg.grad(f, argnums=(0, 1))(2.0, [3.0, 4.0])
+    assert float(ga) == 3.0 and isinstance(gb, list)
+    np.testing.assert_allclose(gb, [2.0, 8.0])
+
+
+def test_kwargs_pass_through_undifferentiated():
+    g = tg.grad(lambda x, scale=1.0: np.sum(x) * scale)(np.ones(2), scale=3.0)
+    np.testing.assert_array_equal(g, [3.0, 3.0])
