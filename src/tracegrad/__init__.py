@@ -5,19 +5,20 @@
 array([0.8415, 0.9093])
 """
 from . import rules as _rules  # noqa: F401  (registers every derivative rule)
-from .api import (grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, linearize,
+from .api import (check_grads, grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, linearize,
                   value_and_grad, vjp)
-from .core.array import TracedArray
-from .errors import (BadArgnums, BadOutput, EscapeError, InPlaceError, NonDifferentiableInput,
-                     NonScalarOutput, TracegradError, UnsupportedOperation)
+from .core.array import TracedArray, debug_nans, escape_policy
+from .errors import (BadArgnums, BadOutput, EscapeError, EscapeWarning, InPlaceError,
+                     NonDifferentiableInput, NonFiniteError, NonScalarOutput, TracegradError,
+                     UnsupportedOperation)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian",
-    "hessian", "hvp", "TracedArray",
+    "hessian", "hvp", "check_grads", "TracedArray", "debug_nans", "escape_policy",
     "TracegradError", "UnsupportedOperation", "NonScalarOutput", "NonDifferentiableInput",
-    "BadArgnums", "BadOutput", "InPlaceError", "EscapeError",
+    "BadArgnums", "BadOutput", "InPlaceError", "EscapeError", "EscapeWarning", "NonFiniteError",
 ]
 
 
