@@ -368,21 +368,26 @@ def bind(prim, args, params):
     tagged with. A result no level tracks is returned as a plain array.
     """
     plain = []
-    lvls = None
+    lv0 = None       # the one active level in the common case...
+    lvls = None      # ...and all of them when there are several
     for a in args:
         if type(a) is TracedArray:
             if a._al is not None and a._alver != a._al.version:
                 _refresh(a)
             plain.append(a._v)
             for lv in a._tg:
-                if lv.active:
-                    if lvls is None:
-                        lvls = [lv]
+                if lv.active and lv is not lv0:
+                    if lv0 is None:
+                        lv0 = lv
+                    elif lvls is None:
+                        lvls = [lv0, lv]
                     elif lv not in lvls:
                         lvls.append(lv)
         else:
             plain.append(a)
-    out = prim.impl(*plain, **params)
+    out = prim.impl(*plain, **params) if params else prim.impl(*plain)
+    if lv0 is not None and lvls is None:
+        lvls = (lv0,)
     if DEBUG[0] and lvls is not None:
         check_finite(prim, plain, out, "forward")
     if lvls is None or (prim.nondiff and not _any_captures(lvls)):
