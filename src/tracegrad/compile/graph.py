@@ -1,0 +1,259 @@
+"""Graph capture: run a function once under a capturing level and keep a
+static graph of every primitive it applied, with guards.
+
+The :class:`CaptureLevel` is the outermost level while ``jit`` traces. Its
+``captures_all`` flag makes :func:`tracegrad.core.array.bind` hand it every
+primitive, differentiable or not, including int/bool results. Because it is
+*outside* every transform that the function runs (``grad``, ``jvp``, ...),
+it also records the NumPy calls that those transforms' rules make: the
+backward pass of ``jit(grad(f))`` lands in the graph as ordinary primitives,
+after the forward ones.
+
+Values reach a primitive either as traced values of this level (graph
+*variables*) or as plain values (*constants*, hoisted into the graph's
+constant table). Array constants are snapshotted when recorded, because the
+traced program may later overwrite the buffer in place; a jit therefore sees
+closed-over arrays as they were when it traced (as JAX does).
+
+Where the program uses a traced value concretely (``if x > 0``, ``int(n)``,
+an index array), :func:`tracegrad.core.array.concrete` calls
+:meth:`CaptureLevel.on_concrete` and a :class:`Guard` records the value the
+path depended on. A replay recomputes the guarded variable and compares.
+
+A traced buffer that reaches a primitive as a *plain* array (``np.asarray(x)``
+and similar escapes) would freeze its trace-time value into the graph; the
+level notices when such a constant shares memory with a value produced
+during the trace and marks the graph as not replayable (``escaped``), so jit
+runs that signature eagerly instead.
+"""
+import numpy as np
+
+from ..core.array import TracedArray
+from ..core.tape import Level
+
+#: guard kinds compared by truth value; every other kind compares the whole value
+TRUTH_KINDS = frozenset({"bool"})
+
+
+class Guard:
+    """The program took a path that depended on the value of ``var``.
+
+    ``outcome`` is what the replay must reproduce: the truth value for
+    ``kind == "bool"``, otherwise the exact value (dtype, shape and bytes).
+    ``pos`` is the number of nodes recorded when the guard was taken.
+    """
+
+    __slots__ = ("var", "kind", "outcome", "pos")
+
+    def __init__(self, var, kind, outcome, pos):
+        self.var = var
+        self.kind = kind
+        self.outcome = outcome
+        self.pos = pos
+
+    def __repr__(self):
+        return f"Guard(v{self.var}, {self.kind}, pos={self.pos})"
+
+
+def outcome(value, kind):
+    """The hashable fact a guard of ``kind`` checks about ``value``."""
+    if kind in TRUTH_KINDS:
+        return bool(value)
+    a = value if type(value) is np.ndarray else np.asarray(value)
+    return (a.dtype.str, a.shape, a.tobytes())
+
+
+class GNode:
+    """One primitive application: ``outs = prim(*ins, **params)``.
+
+    ``ins`` are references: ``r >= 0`` a variable, ``r < 0`` the constant
+    ``consts[-1 - r]``.
+    """
+
+    __slots__ = ("prim", "ins", "params", "outs")
+
+    def __init__(self, prim, ins, params, outs):
+        self.prim = prim
+        self.ins = ins
+        self.params = params
+        self.outs = outs
+
+    def __repr__(self):
+        return f"GNode({self.prim.name}, {self.ins} -> {self.outs})"
+
+
+class Graph:
+    """A traced program: inputs, constants, nodes, guards, outputs."""
+
+    def __init__(self):
+        self.inputs = []     # variable of each dynamic input leaf
+        self.consts = []     # constant values
+        self.nodes = []
+        self.guards = []
+        self.avals = []      # (shape, dtype) of each variable
+        self.outputs = []    # reference of each output leaf
+        self.out_tree = None
+        self.escaped = None  # description of a detected escape, or None
+
+    @property
+    def path(self):
+        return tuple(g.outcome for g in self.guards)
+
+    def const(self, ref):
+        return self.consts[-1 - ref]
+
+    def __repr__(self):
+        return (f"<Graph {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
+                f"{len(self.consts)} consts, {len(self.guards)} guards>")
+
+
+def _root(a):
+    b = a.base
+    while isinstance(b, np.ndarray):
+        a = b
+        b = a.base
+    return a
+
+
+class CaptureLevel(Level):
+    """The level ``jit`` traces under: records every primitive into a Graph."""
+
+    captures_all = True
+
+    def __init__(self):
+        super().__init__()
+        self.graph = Graph()
+        self._const_ids = {}   # id(array) -> (array, const ref) for dedup
+        self._scalar_ids = {}  # (type, repr) -> const ref
+        self._owned = {}       # id(root buffer) -> buffer, written during the trace
+        self._pinned = set()   # ids of buffers whose full value a guard fixes
+
+    # --- variables and constants ------------------------------------------------
+    def new_input(self, arr):
+        """A graph input holding ``arr`` (a private copy the trace may write)."""
+        v = self._newvar(arr)
+        self.graph.inputs.append(v)
+        r = _root(arr)
+        self._owned[id(r)] = r
+        return v
+
+    def _newvar(self, a):
+        avals = self.graph.avals
+        v = len(avals)
+        avals.append((a.shape, a.dtype))
+        return v
+
+    def ref(self, a):
+        """Reference of ``a`` as a primitive's argument."""
+        if type(a) is TracedArray:
+            v = a._tg.get(self)
+            if v is not None:
+                return v
+            return self._const_array(a._v)
+        if isinstance(a, np.ndarray):
+            return self._const_array(a)
+        return self._const_scalar(a)
+
+    def _const_scalar(self, c):
+        try:
+            key = (type(c), repr(c))
+            hash(c)
+        except TypeError:
+            key = None
+        if key is not None:
+            r = self._scalar_ids.get(key)
+            if r is not None:
+                return r
+        consts = self.graph.consts
+        consts.append(c)
+        r = -len(consts)
+        if key is not None:
+            self._scalar_ids[key] = r
+        return r
+
+    def _const_array(self, a):
+        if self.graph.escaped is None:
+            rid = id(_root(a))
+            if rid in self._owned and rid not in self._pinned:
+                self.graph.escaped = ("a value computed during the trace reached a primitive "
+                                      "as a plain array (np.asarray(x) or similar)")
+        prev = self._const_ids.get(id(a))
+        if prev is not None:
+            orig, snap, r = prev
+            if orig is a and snap.shape == a.shape and snap.dtype == a.dtype and \
+                    np.array_equal(snap, a, equal_nan=snap.dtype.kind in "fc"):
+                return r
+        snap = np.array(a, copy=True)
+        snap.flags.writeable = False
+        consts = self.graph.consts
+        consts.append(snap)
+        r = -len(consts)
+        self._const_ids[id(a)] = (a, snap, r)
+        return r
+
+    def _own(self, out):
+        r = _root(out)
+        self._owned[id(r)] = r
+
+    # --- the level protocol -------------------------------------------------------
+    def _refs(self, args):
+        ins = []
+        owned = self._owned
+        for a in args:
+            r = self.ref(a)
+            if r >= 0:
+                # every buffer a traced value lives in: a plain array sharing
+                # it later is an escape
+                b = _root(a._v)
+                owned[id(b)] = b
+            ins.append(r)
+        return tuple(ins)
+
+    def process(self, prim, args, t, params, tags):
+        ins = self._refs(args)
+        v = self._newvar(t)
+        tags[self] = v
+        self.graph.nodes.append(GNode(prim, ins, params, (v,)))
+        self._own(t._v)
+
+    def process_multi(self, prim, args, outs, params):
+        ins = self._refs(args)
+        vs = []
+        for o in outs:
+            v = self._newvar(o)
+            o._tg[self] = v
+            vs.append(v)
+            self._own(o._v)
+        self.graph.nodes.append(GNode(prim, ins, params, tuple(vs)))
+
+    def on_concrete(self, x, kind):
+        if x._al is not None and x._alver != x._al.version:
+            from ..core.array import _refresh
+            _refresh(x)
+        v = x._tg.get(self)
+        if v is None:
+            return
+        try:
+            oc = outcome(x._v, kind)
+        except Exception:
+            return  # the program's own use of the value raises the error
+        self.graph.guards.append(Guard(v, kind, oc, len(self.graph.nodes)))
+        if kind not in TRUTH_KINDS:
+            self._pinned.add(id(_root(x._v)))
+
+    # --- outputs ------------------------------------------------------------------
+    def output_ref(self, x):
+        """Reference of an output leaf; a non-array leaf is a static constant."""
+        if type(x) is TracedArray:
+            if x._al is not None and x._alver != x._al.version:
+                from ..core.array import _refresh
+                _refresh(x)
+            v = x._tg.get(self)
+            if v is not None:
+                return v
+            return self._const_array(x._v)
+        if isinstance(x, np.ndarray):
+            return self._const_array(x)
+        consts = self.graph.consts
+        consts.append(x)
+        return -len(consts)

@@ -1,0 +1,214 @@
+"""Execution plans: a captured graph lowered to a list of steps over slots.
+
+A plan owns a flat list of *slots*: the constants first, then one slot per
+graph variable. Each step reads slots and writes slots:
+
+* :class:`NumpyStep` calls a primitive's ``impl`` (NumPy / BLAS), the
+  fallback for every operation without a lowering, so a plan never fails
+  where eager execution works;
+* :class:`GuardStep` recomputes nothing: it checks a guarded variable right
+  after the step that produced it and raises :class:`GuardFailure` when the
+  program would take another path;
+* fused kernels (:mod:`.fuse`, :mod:`.codegen`) and the small-value machine
+  (:mod:`.vm`) add their own step types.
+
+Slots are released after their last use, so peak memory follows the
+program's live values, not the whole graph.
+"""
+import numpy as np
+
+from .graph import TRUTH_KINDS, outcome
+
+_ndarray = np.ndarray
+_asarray = np.asarray
+
+
+class GuardFailure(Exception):
+    """A replay reached a guard whose value differs from the traced path."""
+
+    def __init__(self, index, actual):
+        super().__init__(index)
+        self.index = index
+        self.actual = actual
+
+
+class Step:
+    """Base class: ``run(vals)`` reads and writes the slot list."""
+
+    __slots__ = ("free",)
+    name = "step"
+
+    def describe(self):
+        return self.name
+
+
+class NumpyStep(Step):
+    """``vals[out] = impl(*vals[ins], **params)`` (one or several outputs)."""
+
+    __slots__ = ("fn", "ins", "params", "outs", "prim")
+
+    def __init__(self, prim, ins, params, outs):
+        self.prim = prim
+        self.fn = prim.impl
+        self.ins = ins
+        self.params = params
+        self.outs = outs
+        self.free = ()
+
+    @property
+    def name(self):
+        return "numpy:" + self.prim.name
+
+    def run(self, vals):
+        r = self.fn(*[vals[i] for i in self.ins], **self.params)
+        outs = self.outs
+        if len(outs) == 1:
+            if type(r) is not _ndarray:
+                r = _asarray(r)
+            vals[outs[0]] = r
+        else:
+            for o, x in zip(outs, r):
+                vals[o] = x if type(x) is _ndarray else _asarray(x)
+
+
+class GuardStep(Step):
+    """Check that guard ``index`` still holds on the slot it watches."""
+
+    __slots__ = ("slot", "kind", "expected", "index")
+    name = "guard"
+
+    def __init__(self, slot, kind, expected, index):
+        self.slot = slot
+        self.kind = kind
+        self.expected = expected
+        self.index = index
+        self.free = ()
+
+    def run(self, vals):
+        v = vals[self.slot]
+        if self.kind in TRUTH_KINDS:
+            try:
+                ok = bool(v) == self.expected
+            except Exception:
+                ok = False
+            if not ok:
+                raise GuardFailure(self.index, None)
+            return
+        try:
+            oc = outcome(v, self.kind)
+        except Exception:
+            oc = None
+        if oc != self.expected:
+            raise GuardFailure(self.index, oc)
+
+
+def live_nodes(graph):
+    """Indices of the nodes that outputs or guards depend on, in order."""
+    need = set(r for r in graph.outputs if isinstance(r, int) and r >= 0)
+    need.update(g.var for g in graph.guards)
+    keep = []
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[i]
+        if any(o in need for o in node.outs):
+            keep.append(i)
+            for r in node.ins:
+                if r >= 0:
+                    need.add(r)
+    keep.reverse()
+    return keep
+
+
+class Plan:
+    """A graph lowered to steps; ``run(inputs)`` returns the output leaves."""
+
+    def __init__(self, graph, steps, nconst):
+        self.graph = graph
+        self.path = graph.path
+        self.steps = steps
+        self.nconst = nconst
+        self.init = list(graph.consts) + [None] * len(graph.avals)
+        self.in_slots = [nconst + v for v in graph.inputs]
+        self.out_slots = [slot_of(r, nconst) for r in graph.outputs]
+        self.const_outs = [r < 0 for r in graph.outputs]
+
+    def run(self, inputs):
+        vals = self.init[:]
+        for s, x in zip(self.in_slots, inputs):
+            vals[s] = x
+        for step in self.steps:
+            step.run(vals)
+            for s in step.free:
+                vals[s] = None
+        out = []
+        for s, c in zip(self.out_slots, self.const_outs):
+            x = vals[s]
+            if c and type(x) is _ndarray:
+                x = x.copy()  # constants are shared, read-only snapshots
+            out.append(x)
+        return out
+
+    def describe(self):
+        """One line per step (for tests and debugging)."""
+        return [s.describe() for s in self.steps]
+
+
+def slot_of(ref, nconst):
+    return nconst + ref if ref >= 0 else -1 - ref
+
+
+def assign_frees(steps, keep_slots):
+    """Set each step's ``free``: the slots whose last reader it is."""
+    last = {}
+    for k, step in enumerate(steps):
+        for s in step_reads(step):
+            last[s] = k
+    frees = [[] for _ in steps]
+    for s, k in last.items():
+        if s not in keep_slots:
+            frees[k].append(s)
+    for step, fr in zip(steps, frees):
+        step.free = tuple(fr)
+
+
+def step_reads(step):
+    if isinstance(step, GuardStep):
+        return (step.slot,)
+    return step.ins
+
+
+def interpret(graph):
+    """The plain plan: every live node as a NumPy call, guards after their
+    producers (the correctness baseline every lowering is tested against)."""
+    nconst = len(graph.consts)
+    steps = []
+    guards_after = _guards_by_producer(graph)
+    for g_i in guards_after.get(None, ()):
+        steps.append(_guard_step(graph, g_i, nconst))
+    for i in live_nodes(graph):
+        node = graph.nodes[i]
+        steps.append(NumpyStep(node.prim, tuple(slot_of(r, nconst) for r in node.ins),
+                               node.params, tuple(nconst + o for o in node.outs)))
+        for g_i in guards_after.get(i, ()):
+            steps.append(_guard_step(graph, g_i, nconst))
+    plan = Plan(graph, steps, nconst)
+    keep = set(s for s in plan.out_slots) | set(range(nconst))
+    assign_frees(steps, keep)
+    return plan
+
+
+def _guards_by_producer(graph):
+    """guard index -> grouped under the index of the node producing its var
+    (None for guards on inputs)."""
+    producer = {}
+    for i, node in enumerate(graph.nodes):
+        for o in node.outs:
+            producer[o] = i
+    out = {}
+    for k, g in enumerate(graph.guards):
+        out.setdefault(producer.get(g.var), []).append(k)
+    return out
+
+
+def _guard_step(graph, k, nconst):
+    g = graph.guards[k]
+    return GuardStep(nconst + g.var, g.kind, g.outcome, k)
