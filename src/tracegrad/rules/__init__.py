@@ -1,3 +1,4 @@
 """Derivative rules as tables, one module per family. Importing this package
 registers every rule."""
 from . import elementwise, reductions, indexing, shape, linalg, nondiff  # noqa: F401
+from . import special  # noqa: F401  (scipy.special; registers nothing without SciPy)
