@@ -2,3 +2,4 @@
 registers every rule."""
 from . import elementwise, reductions, indexing, shape, linalg, nondiff  # noqa: F401
 from . import special  # noqa: F401  (scipy.special; registers nothing without SciPy)
+from . import sorting, signal, fallback  # noqa: F401
