@@ -196,6 +196,12 @@ def test_polynomials(n, m, seed):
     check(lambda x: np.vander(x), x, rng=rng, exact=True, second=True)
 
 
+def _has_lstsq():
+    from tracegrad.core.primitive import FUNCTION_HANDLERS
+    return np.linalg.lstsq in FUNCTION_HANDLERS
+
+
+@pytest.mark.skipif(not _has_lstsq(), reason="np.linalg.lstsq has no rule in this checkout")
 @given(seed=seeds, deg=st.integers(0, 3), two=st.booleans(), data=st.data())
 def test_polyfit(seed, deg, two, data):
     rng = np.random.default_rng(seed)
@@ -209,6 +215,13 @@ def test_polyfit(seed, deg, two, data):
         warnings.simplefilter("ignore")
         check(lambda x, y: np.polyfit(x, y, deg, cov=cov), x, y, rng=rng)
         check(lambda y: np.polyfit(x, y, deg, full=True)[:2], y, rng=rng)
+
+
+def test_polyfit_without_lstsq_rule_raises():
+    if _has_lstsq():
+        pytest.skip("np.linalg.lstsq has a rule")
+    with pytest.raises(tg.UnsupportedOperation, match="lstsq"):
+        tg.grad(lambda y: np.sum(np.polyfit(np.arange(3.0), y, 1)))(np.ones(3))
 
 
 def test_polymul_trims_leading_zeros_like_poly1d():
