@@ -151,3 +151,10 @@ def test_float32_is_preserved():
     assert tg.grad(lambda x: np.sum(np.sin(x)))(x).dtype == np.float32
     assert tg.jvp(np.sin, (x,), (np.ones(4, np.float32),))[1].dtype == np.float32
     assert tg.jacfwd(np.sin)(x).dtype == np.float32
+
+
+def test_jacobians_of_constant_outputs_have_the_full_shape():
+    x = np.ones(3)
+    for jac in (tg.jacrev, tg.jacfwd, tg.jacobian):
+        J = jac(lambda x: np.ones(2) * 2.0)(x)
+        assert J.shape == (2, 3) and not J.any()

@@ -171,11 +171,13 @@ def _pull(tape, ins, treedef, out_leaves, out_def, out_vars, ct, free, nb=0):
                              f"{np.shape(o)}")
         seeds[v] = c if v not in seeds else seeds[v] + c
     cts = backward(tape, seeds, free=free)
+    # batch axes of the cotangents (jacrev): also needed for the zero blocks of
+    # inputs the output does not depend on
+    batch = np.shape(ct_leaves[0])[:nb] if nb and ct_leaves else ()
     grads = []
     for v, arr in ins:
         g = cts.get(v)
         if g is None:
-            batch = next((c.shape[:nb] for c in seeds.values()), ()) if nb else ()
             g = np.zeros(batch + arr.shape, dtype=arr.dtype)
         grads.append(_lower(g))
     return tree_unflatten(treedef, grads)
