@@ -3,7 +3,9 @@
 Every case is checked on a *replay*: the function is traced on one input and
 then called on another, so a value frozen at trace time, a wrong branch or a
 missing guard shows up as a difference from eager. Each case runs in the
-lowering modes of ``MODES`` (the plain NumPy plan, and the fused plan).
+lowering modes of ``MODES``: the plain NumPy plan, the default plan (small
+values in the machine, :mod:`tracegrad.compile.vm`), and fused kernels for
+everything (no machine).
 """
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import tracegrad as tg
 from tracegrad.compile import jit
 
 RTOL = 1e-12
-MODES = {"numpy": {"fuse": False, "vm": False}, "fused": {}}
+MODES = {"numpy": {"fuse": False, "vm": False}, "default": {}, "kernels": {"vm": False}}
 
 
 def assert_same(a, b, rtol=RTOL):

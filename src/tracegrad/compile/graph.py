@@ -33,6 +33,12 @@ from ..core.tape import Level
 
 #: guard kinds compared by truth value; every other kind compares the whole value
 TRUTH_KINDS = frozenset({"bool"})
+#: primitives whose result depends only on shapes and dtypes (static for a
+#: signature): their traced value is kept and they become constants
+STATIC_PRIMS = frozenset({"nondiff.iscomplexobj", "nondiff.isrealobj", "nondiff.ndim",
+                          "nondiff.size", "nondiff.shape", "nondiff.result_type",
+                          "nondiff.can_cast", "nondiff.may_share_memory",
+                          "nondiff.shares_memory"})
 
 
 class Guard:
@@ -92,6 +98,7 @@ class Graph:
         self.guards = []
         self.avals = []      # (shape, dtype) of each variable
         self.outputs = []    # reference of each output leaf
+        self.static = {}     # var -> value, for results of STATIC_PRIMS
         self.out_tree = None
         self.escaped = None  # description of a detected escape, or None
 
@@ -105,6 +112,18 @@ class Graph:
     def __repr__(self):
         return (f"<Graph {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
                 f"{len(self.consts)} consts, {len(self.guards)} guards>")
+
+
+def snapshot(a):
+    """A read-only copy of ``a``; a broadcast array (zero strides) stays a
+    broadcast of a copy of the smallest array it was broadcast from."""
+    if a.ndim and any(st == 0 and n > 1 for st, n in zip(a.strides, a.shape)):
+        key = tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None)
+                    for st, n in zip(a.strides, a.shape))
+        return np.broadcast_to(np.array(a[key], copy=True), a.shape)
+    snap = np.array(a, copy=True)
+    snap.flags.writeable = False
+    return snap
 
 
 def _root(a):
@@ -183,8 +202,7 @@ class CaptureLevel(Level):
             if orig is a and snap.shape == a.shape and snap.dtype == a.dtype and \
                     np.array_equal(snap, a, equal_nan=snap.dtype.kind in "fc"):
                 return r
-        snap = np.array(a, copy=True)
-        snap.flags.writeable = False
+        snap = snapshot(a)
         consts = self.graph.consts
         consts.append(snap)
         r = -len(consts)
@@ -213,6 +231,8 @@ class CaptureLevel(Level):
         ins = self._refs(args)
         v = self._newvar(t)
         tags[self] = v
+        if prim.name in STATIC_PRIMS:
+            self.graph.static[v] = snapshot(t._v)
         self.graph.nodes.append(GNode(prim, ins, params, (v,)))
         self._own(t._v)
 

@@ -20,8 +20,10 @@ Call flow of a jitted function:
    eager works.
 """
 import functools
+import gc
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -170,10 +172,26 @@ class Jitted:
 
     def _trace(self, entry, leaves, treedef, dyn):
         """Run the function under a capture level, keep the plan, return the
-        traced (eagerly computed) results."""
+        traced (eagerly computed) results.
+
+        The cyclic garbage collector is paused meanwhile: a trace creates
+        hundreds of thousands of long-lived objects (nodes, tapes), and
+        collections that walk them all again and again made tracing and
+        lowering several times slower."""
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self._trace_nogc(entry, leaves, treedef, dyn)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _trace_nogc(self, entry, leaves, treedef, dyn):
         level = CaptureLevel()
         graph = level.graph
         leaves = list(leaves)
+        arr_inputs = [_plain(leaves[i]) for i in dyn]
         with level:
             for i in dyn:
                 # a private copy: the function may write into its input in place
@@ -187,26 +205,49 @@ class Jitted:
             graph.outputs = [level.output_ref(x) for x in out_leaves]
             graph.out_tree = out_tree
         self.stats["traces"] += 1
-        result = tree_unflatten(out_tree, [_result(x) for x in out_leaves])
+        traced = [_result(x) for x in out_leaves]
+        result = tree_unflatten(out_tree, traced)
         with self._lock:
             entry.traces += 1
             if graph.escaped is not None:
                 entry.eager = graph.escaped
-            elif entry.traces > self.max_paths:
+                return result
+            if entry.traces > self.max_paths:
                 entry.eager = (f"more than {self.max_paths} traces for one signature "
                                "(a guarded value changes from call to call)")
+                return result
+        plan = self._lower(graph, [arr_inputs[k] for k in range(len(arr_inputs))], traced)
+        with self._lock:
+            if plan is None:
+                entry.eager = "lowering failed"
             else:
-                plan = self._lower(graph)
-                if plan is None:
-                    entry.eager = "lowering failed"
-                else:
-                    entry.plans.insert(0, plan)
-                    del entry.plans[self.max_paths:]
+                entry.plans.insert(0, plan)
+                del entry.plans[self.max_paths:]
         return result
 
-    def _lower(self, graph):
+    def _lower(self, graph, inputs, traced):
+        """Lower ``graph`` and run the plan once on the traced inputs: this
+        compiles its kernels now (not on the second call) and checks the
+        plan against the traced results; a plan that disagrees is replaced
+        by the plain NumPy plan."""
         from .lower import lower
-        return lower(graph, self.options)
+        from .plan import interpret
+        try:
+            plan = lower(graph, self.options)
+            out = plan.run(inputs)
+            bad = _mismatch(out, traced)
+        except Exception as e:
+            bad = repr(e)
+        if bad is None:
+            return plan
+        warnings.warn(f"tracegrad.jit: the compiled plan of {self!r} disagrees with eager "
+                      f"execution ({bad}); using NumPy calls for it. Please report this.",
+                      RuntimeWarning, stacklevel=3)
+        try:
+            plan = interpret(graph)
+            return plan if _mismatch(plan.run(inputs), traced) is None else None
+        except Exception:
+            return None
 
     def _eager(self, args, kwargs):
         self.stats["eager"] += 1
@@ -224,6 +265,29 @@ class Jitted:
     def clear_cache(self):
         with self._lock:
             self._cache.clear()
+
+
+def _mismatch(out, ref):
+    """None when the plan's outputs match the traced ones (up to rounding)."""
+    for a, b in zip(out, ref):
+        if isinstance(b, np.ndarray) or isinstance(a, np.ndarray):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return f"output {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
+            if a.dtype.kind in "fc":
+                tol = 1e-4 if a.dtype.itemsize <= 8 and a.dtype.kind == "f" and \
+                    a.dtype.itemsize == 4 else 1e-7
+                scale = float(np.max(np.abs(b), initial=0.0, where=np.isfinite(b)))
+                with np.errstate(invalid="ignore"):
+                    ok = np.isclose(a, b, rtol=tol, atol=tol * 1e-3 * (1.0 + scale),
+                                    equal_nan=True)
+                if not ok.all():
+                    return "values differ"
+            elif not np.array_equal(a, b):
+                return "values differ"
+        elif type(a) is not type(b) or a != b:
+            return "static outputs differ"
+    return None
 
 
 def _result(x):

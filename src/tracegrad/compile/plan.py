@@ -33,9 +33,10 @@ class GuardFailure(Exception):
 
 
 class Step:
-    """Base class: ``run(vals)`` reads and writes the slot list."""
+    """Base class: ``run(vals)`` reads and writes the slot list; ``reads``
+    are the slots it reads, ``free`` those released after it."""
 
-    __slots__ = ("free",)
+    __slots__ = ("free", "reads")
     name = "step"
 
     def describe(self):
@@ -54,10 +55,14 @@ class NumpyStep(Step):
         self.params = params
         self.outs = outs
         self.free = ()
+        self.reads = ins
 
     @property
     def name(self):
         return "numpy:" + self.prim.name
+
+    def describe(self):
+        return self.name
 
     def run(self, vals):
         r = self.fn(*[vals[i] for i in self.ins], **self.params)
@@ -83,6 +88,7 @@ class GuardStep(Step):
         self.expected = expected
         self.index = index
         self.free = ()
+        self.reads = (slot,)
 
     def run(self, vals):
         v = vals[self.slot]
@@ -102,18 +108,39 @@ class GuardStep(Step):
             raise GuardFailure(self.index, oc)
 
 
+def simplify(graph):
+    """Rewrite results of shape/dtype queries (``graph.static``) as constants
+    and drop the guards on them: they hold for every call of the signature."""
+    if not graph.static:
+        return graph
+    rep = {}
+    for v, val in graph.static.items():
+        graph.consts.append(val if val.ndim else val[()])
+        rep[v] = -len(graph.consts)
+    for node in graph.nodes:
+        if any(r in rep for r in node.ins):
+            node.ins = tuple(rep.get(r, r) for r in node.ins)
+    graph.outputs = [rep.get(r, r) if r >= 0 else r for r in graph.outputs]
+    graph.guards = [g for g in graph.guards if g.var not in rep]
+    graph.static = {}
+    return graph
+
+
 def live_nodes(graph):
     """Indices of the nodes that outputs or guards depend on, in order."""
     need = set(r for r in graph.outputs if isinstance(r, int) and r >= 0)
     need.update(g.var for g in graph.guards)
     keep = []
-    for i in range(len(graph.nodes) - 1, -1, -1):
-        node = graph.nodes[i]
-        if any(o in need for o in node.outs):
+    nodes = graph.nodes
+    add = need.add
+    for i in range(len(nodes) - 1, -1, -1):
+        node = nodes[i]
+        outs = node.outs
+        if (outs[0] in need) if len(outs) == 1 else any(o in need for o in outs):
             keep.append(i)
             for r in node.ins:
                 if r >= 0:
-                    need.add(r)
+                    add(r)
     keep.reverse()
     return keep
 
@@ -121,12 +148,13 @@ def live_nodes(graph):
 class Plan:
     """A graph lowered to steps; ``run(inputs)`` returns the output leaves."""
 
-    def __init__(self, graph, steps, nconst):
+    def __init__(self, graph, steps, nconst, extra=()):
         self.graph = graph
         self.path = graph.path
         self.steps = steps
         self.nconst = nconst
-        self.init = list(graph.consts) + [None] * len(graph.avals)
+        # constants, one slot per variable, then constants made while lowering
+        self.init = list(graph.consts) + [None] * len(graph.avals) + list(extra)
         self.in_slots = [nconst + v for v in graph.inputs]
         self.out_slots = [slot_of(r, nconst) for r in graph.outputs]
         self.const_outs = [r < 0 for r in graph.outputs]
@@ -160,7 +188,7 @@ def assign_frees(steps, keep_slots):
     """Set each step's ``free``: the slots whose last reader it is."""
     last = {}
     for k, step in enumerate(steps):
-        for s in step_reads(step):
+        for s in step.reads:
             last[s] = k
     frees = [[] for _ in steps]
     for s, k in last.items():
@@ -170,15 +198,10 @@ def assign_frees(steps, keep_slots):
         step.free = tuple(fr)
 
 
-def step_reads(step):
-    if isinstance(step, GuardStep):
-        return (step.slot,)
-    return step.ins
-
-
 def interpret(graph):
     """The plain plan: every live node as a NumPy call, guards after their
     producers (the correctness baseline every lowering is tested against)."""
+    simplify(graph)
     nconst = len(graph.consts)
     steps = []
     guards_after = _guards_by_producer(graph)

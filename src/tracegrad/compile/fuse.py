@@ -1,0 +1,402 @@
+"""Fusion: cluster the graph's elementwise work into groups that one loop
+computes, and turn each group into a kernel step.
+
+A *group* has an iteration shape (the shape of its members' outputs). Nodes
+are visited in recorded order; an elementwise node with a scalar form
+(:data:`.codegen.SCALAR`: arithmetic, transcendental functions, comparisons,
+``where``, casts, ``broadcast_to``) joins the most recent group of its shape
+unless one of its inputs depends on that group through a step outside it
+(which would make the group wait for itself). A reduction (``sum``, ``max``,
+``min``, ``prod`` over any axes) whose input a group computes closes over
+that group: it is accumulated in the same loop. Its result is only
+available after the loop, so nodes consuming it start a new group.
+
+Everything else (matmul, linalg, gathers and scatters, shape changes,
+reductions of values no group computes) stays a NumPy call.
+
+For ``jit(value_and_grad(f))`` the recorded backward pass consists of
+elementwise products with the partial derivatives and ``sum`` reductions
+(undoing broadcasting): forward and adjoint fall into the same group, the
+value is a reduction of the loop and the gradient is stored by it, with no
+intermediate array ever written to memory.
+"""
+import numpy as np
+
+from . import cache
+from .codegen import REDUCE, SCALAR, KernelIR, Operand, kernel_source, ok_dtype
+from .plan import Step
+
+_ndarray = np.ndarray
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+class Group:
+    __slots__ = ("id", "shape", "members", "reds", "order")
+
+    def __init__(self, gid, shape, order):
+        self.id = gid
+        self.shape = shape
+        self.members = []   # node indices (elementwise)
+        self.reds = []      # node indices (reductions)
+        self.order = order  # position of its first member
+
+    @property
+    def nodes(self):
+        return self.members + self.reds
+
+
+def _const_ok(c):
+    if isinstance(c, _SCALARS):
+        return ok_dtype(np.result_type(c))
+    if isinstance(c, _ndarray):
+        return ok_dtype(c.dtype)
+    return False
+
+
+def ew_fusable(graph, node):
+    """Whether ``node`` has a scalar form usable in a kernel."""
+    name = node.prim.name
+    if name not in SCALAR or len(node.outs) != 1:
+        return False
+    shape, dt = graph.avals[node.outs[0]]
+    if dt.kind not in "fb" or not ok_dtype(dt) or 0 in shape:
+        return False
+    if node.params and name not in ("astype", "broadcast_to"):
+        return False
+    for r in node.ins:
+        if r >= 0:
+            if not ok_dtype(graph.avals[r][1]):
+                return False
+        elif not _const_ok(graph.const(r)):
+            return False
+    return True
+
+
+def red_fusable(graph, node):
+    if node.prim.name not in REDUCE or len(node.outs) != 1 or len(node.ins) != 1:
+        return False
+    p = node.params
+    if set(p) != {"axis", "keepdims"}:
+        return False
+    r = node.ins[0]
+    if r < 0:
+        return False
+    dt = graph.avals[node.outs[0]][1]
+    return dt.kind == "f" and ok_dtype(dt) and graph.avals[r][1] == dt
+
+
+def cluster(graph, live, exclude=frozenset()):
+    """Assign live nodes to groups. Returns ``(units, groups)``: ``units`` in
+    recorded order, each a node index or a :class:`Group`.
+
+    A node may join group ``G`` only if none of its inputs from outside ``G``
+    depends on ``G`` through other units: contracting ``G`` into one step
+    must leave the unit graph acyclic. Units only depend on units holding
+    earlier nodes, so the search backwards from an input stops at units
+    whose last node precedes ``G``'s first.
+    """
+    nodes = graph.nodes
+    avals = graph.avals
+    unit_of = {}       # var -> unit key (group id, or ("n", node index))
+    red_out = set()    # vars that are reduction results
+    preds = {}         # unit key -> set of unit keys it reads from
+    last = {}          # unit key -> position of its last node
+    by_shape = {}
+    units = []
+    groups = []
+
+    def reaches(gkey, start, first):
+        # does unit `start` depend on unit `gkey`?
+        stack = [start]
+        seen = {start}
+        while stack:
+            u = stack.pop()
+            if u == gkey:
+                return True
+            if last[u] < first:
+                continue
+            for p in preds[u]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return False
+
+    for pos, i in enumerate(live):
+        node = nodes[i]
+        if i not in exclude and ew_fusable(graph, node):
+            shape = avals[node.outs[0]][0]
+            target = None
+            for G in reversed(by_shape.get(shape, ())):
+                ok = True
+                for r in node.ins:
+                    if r < 0:
+                        continue
+                    u = unit_of.get(r)
+                    if u is None:
+                        continue  # a graph input
+                    if u == G.id and r not in red_out:
+                        continue
+                    if u == G.id or reaches(G.id, u, G.order):
+                        ok = False
+                        break
+                if ok:
+                    target = G
+                    break
+            if target is None:
+                target = Group(len(groups), shape, pos)
+                groups.append(target)
+                by_shape.setdefault(shape, []).append(target)
+                units.append(target)
+                preds[target.id] = set()
+            key = target.id
+            target.members.append(i)
+            for r in node.ins:
+                u = unit_of.get(r) if r >= 0 else None
+                if u is not None and u != key:
+                    preds[key].add(u)
+            last[key] = pos
+            unit_of[node.outs[0]] = key
+            continue
+        if i not in exclude and red_fusable(graph, node):
+            r = node.ins[0]
+            key = unit_of.get(r)
+            if (type(key) is int and r not in red_out
+                    and avals[r][0] == groups[key].shape):
+                G = groups[key]
+                G.reds.append(i)
+                o = node.outs[0]
+                unit_of[o] = key
+                red_out.add(o)
+                last[key] = pos
+                continue
+        key = ("n", i)
+        units.append(i)
+        preds[key] = set(unit_of[r] for r in node.ins if r >= 0 and r in unit_of)
+        last[key] = pos
+        for o in node.outs:
+            unit_of[o] = key
+    return units, groups
+
+
+def worth_fusing(graph, G):
+    """A group of one cheap operation is no better than NumPy's call."""
+    real = [i for i in G.members if SCALAR[graph.nodes[i].prim.name][0] != "ident"]
+    return len(real) + len(G.reds) >= 2
+
+
+# --- kernels ---------------------------------------------------------------------------
+def _compact(c):
+    """A broadcast constant (zero strides) as the smallest array it was broadcast from."""
+    if c.ndim and any(st == 0 and n > 1 for st, n in zip(c.strides, c.shape)):
+        key = tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None)
+                    for st, n in zip(c.strides, c.shape))
+        return np.ascontiguousarray(c[key])
+    return c
+
+
+def _literal_of(c):
+    """``(value, dtype, weak)`` when constant ``c`` can be written as a literal."""
+    if isinstance(c, (bool, int, float)):
+        return c, np.result_type(c), True
+    if isinstance(c, np.generic):
+        return c.item(), c.dtype, False
+    if isinstance(c, _ndarray) and c.size == 1:
+        return c.reshape(-1)[0].item(), c.dtype, False
+    return None
+
+
+class KernelStep(Step):
+    """Call a fused kernel: inputs from slots, outputs and reductions to slots."""
+
+    __slots__ = ("fn", "ir", "ins", "in_kinds", "outs", "out_dtypes", "reds", "shape", "n",
+                 "flat", "source", "post_views", "label")
+
+    @property
+    def name(self):
+        return self.label
+
+    def describe(self):
+        return self.label
+
+    def run(self, vals):
+        flat = self.flat
+        n = self.n
+        args = [n] if flat else list(self.shape)
+        for s, kind in zip(self.ins, self.in_kinds):
+            a = vals[s]
+            if kind == 0:      # full
+                if flat:
+                    if not a.flags.c_contiguous:
+                        a = np.ascontiguousarray(a)
+                    a = a.reshape(n)
+            elif kind == 1:    # scalar
+                a = a.reshape(-1)[0]
+            args.append(a)
+        outs = []
+        shape = self.shape
+        for dt in self.out_dtypes:
+            o = np.empty(shape, dt)
+            outs.append(o)
+            args.append(o.reshape(n) if flat else o)
+        reds = []
+        for slot, rshape, final, dt, ident in self.reds:
+            r = np.full(rshape, ident, dt) if not flat else np.empty(1, dt)
+            reds.append(r)
+            args.append(r)
+        self.fn(*args)
+        for o, s in zip(outs, self.outs):
+            vals[s] = o
+        for r, (slot, rshape, final, dt, ident) in zip(reds, self.reds):
+            vals[slot] = r.reshape(final)
+        for step in self.post_views:
+            step.run(vals)
+
+
+def build_kernel(graph, G, nconst, needed, extra, parallel="auto"):
+    """A :class:`KernelStep` for group ``G``; ``needed`` holds the vars other
+    steps read (stored by the kernel); ``extra(c)`` gives a slot to a new
+    constant (a compacted broadcast constant)."""
+    from .plan import NumpyStep, slot_of
+    nodes = graph.nodes
+    avals = graph.avals
+    ir = KernelIR(G.shape)
+    opidx = {}        # var -> op index
+    in_index = {}     # ref -> input index
+    in_slots = []
+    in_kinds = []
+    post_views = []
+    members = set(G.members)
+    for i in sorted(G.members):
+        node = nodes[i]
+        operands = []
+        for r in node.ins:
+            if r >= 0 and r in opidx:
+                operands.append(Operand("op", opidx[r], avals[r][1]))
+                continue
+            if r < 0:
+                c = graph.const(r)
+                lit = _literal_of(c) if not isinstance(c, _ndarray) or c.size == 1 else None
+                if lit is None and isinstance(c, _ndarray):
+                    cc = _compact(c)
+                    if cc.size == 1:
+                        lit = _literal_of(cc)
+                if lit is not None:
+                    v, dt, weak = lit
+                    operands.append(Operand("lit", dtype=dt, value=v, weak=weak))
+                    continue
+            k = in_index.get(r)
+            if k is None:
+                k = len(ir.inputs)
+                in_index[r] = k
+                if r >= 0:
+                    shape, dt = avals[r]
+                    slot = nconst + r
+                else:
+                    c0 = graph.const(r)
+                    c = _compact(c0)
+                    slot = slot_of(r, nconst) if c is c0 else extra(c)
+                    shape, dt = c.shape, c.dtype
+                size = int(np.prod(shape)) if shape else 1
+                if tuple(shape) == G.shape:
+                    kind = "full"
+                elif size == 1:
+                    kind = "scalar"
+                else:
+                    kind = "bcast"
+                ir.inputs.append((kind, dt, tuple(shape)))
+                in_slots.append(slot)
+                in_kinds.append(kind)
+            operands.append(Operand("in", k, ir.inputs[k][1]))
+        o = node.outs[0]
+        dt = avals[o][1]
+        params = node.params
+        ir.ops.append((node.prim.name, operands, dt, params))
+        opidx[o] = len(ir.ops) - 1
+    stores = []
+    store_vars = []
+    for i in G.members:
+        o = nodes[i].outs[0]
+        if o in needed:
+            node = nodes[i]
+            if node.prim.name == "broadcast_to":
+                # a view, not a materialised array
+                post_views.append(NumpyStep(node.prim, tuple(slot_of(r, nconst) for r in node.ins),
+                                            node.params, (nconst + o,)))
+                continue
+            stores.append(opidx[o])
+            store_vars.append(o)
+    ir.stores = stores
+    red_specs = []
+    nd = len(G.shape)
+    for i in G.reds:
+        node = nodes[i]
+        r = node.ins[0]
+        axes = tuple(sorted(nd + a if a < 0 else a for a in node.params["axis"]))
+        o = node.outs[0]
+        dt = avals[o][1]
+        ir.reds.append((opidx[r], node.prim.name, axes, dt))
+        rshape = tuple(1 if d in axes else n for d, n in enumerate(G.shape))
+        red_specs.append((nconst + o, rshape, avals[o][0], dt, REDUCE[node.prim.name][0]))
+    n = int(np.prod(G.shape)) if G.shape else 1
+    par = _want_parallel(parallel, ir, n)
+    source, _ = kernel_source(ir, parallel=par and ir.flat)
+    step = KernelStep.__new__(KernelStep)
+    step.fn = cache.load(source)
+    step.ir = ir
+    step.source = source
+    step.flat = ir.flat
+    step.n = n
+    step.shape = G.shape
+    step.ins = tuple(in_slots)
+    step.in_kinds = tuple({"full": 0, "scalar": 1, "bcast": 2}[k] for k in in_kinds)
+    step.outs = tuple(nconst + o for o in store_vars)
+    step.out_dtypes = tuple(avals[o][1] for o in store_vars)
+    step.reds = tuple(red_specs)
+    step.post_views = tuple(post_views)
+    step.free = ()
+    step.reads = step.ins + tuple(x for v in post_views for x in v.ins)
+    step.label = (f"kernel[{'flat' if ir.flat else 'nd'}{'/par' if par and ir.flat else ''} "
+                  f"{len(ir.ops)} ops, {len(ir.reds)} red, shape={G.shape}]")
+    return step
+
+
+#: elements at which a group may use several threads
+PARALLEL_MIN = 1 << 18
+
+
+def _want_parallel(parallel, ir, n):
+    if parallel is True:
+        return True
+    if parallel is False or parallel is None:
+        return False
+    if not _threadsafe_layer():
+        return False
+    return n * max(ir.cost(), 1) >= PARALLEL_MIN * 8
+
+
+_LAYER = []
+
+
+def _threadsafe_layer():
+    """Parallel kernels only with a threading layer that tolerates calls from
+    several Python threads at once (OpenMP or TBB, not numba's workqueue)."""
+    if not _LAYER:
+        ok = False
+        try:
+            import numba
+            if numba.config.NUMBA_NUM_THREADS >= 2:
+                layer = numba.config.THREADING_LAYER
+                if layer in ("omp", "tbb", "threadsafe", "default"):
+                    try:
+                        from numba.np.ufunc import omppool  # noqa: F401
+                        ok = True
+                    except ImportError:
+                        try:
+                            from numba.np.ufunc import tbbpool  # noqa: F401
+                            ok = True
+                        except ImportError:
+                            ok = False
+        except Exception:
+            ok = False
+        _LAYER.append(ok)
+    return _LAYER[0]
