@@ -8,6 +8,7 @@ from . import rules as _rules  # noqa: F401  (registers every derivative rule)
 from .api import (check_grads, grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, linearize,
                   value_and_grad, vjp)
 from .checkpoint import CheckpointError, CheckpointStats, checkpoint, loop, step
+from .compile import jit
 from .core.array import TracedArray, debug_nans, escape_policy
 from .custom import custom_jvp, custom_vjp, defjvp, defvjp, stop_gradient
 from .errors import (BadArgnums, BadOutput, EscapeError, EscapeWarning, InPlaceError,
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian",
-    "hessian", "hvp", "check_grads", "TracedArray", "debug_nans", "escape_policy",
+    "hessian", "hvp", "check_grads", "jit", "TracedArray", "debug_nans", "escape_policy",
     "custom_vjp", "custom_jvp", "defvjp", "defjvp", "stop_gradient",
     "checkpoint", "step", "loop", "CheckpointStats", "CheckpointError",
     "TracegradError", "UnsupportedOperation", "NonScalarOutput", "NonDifferentiableInput",
