@@ -146,3 +146,14 @@ def test_grad_of_function_of_python_scalars_and_lists():
 def test_kwargs_pass_through_undifferentiated():
     g = tg.grad(lambda x, scale=1.0: np.sum(x) * scale)(np.ones(2), scale=3.0)
     np.testing.assert_array_equal(g, [3.0, 3.0])
+
+
+def test_namedtuples_are_pytrees():
+    from collections import namedtuple
+    P = namedtuple("P", "w b")
+    g = tg.grad(lambda p: np.sum(p.w ** 2) + p.b)(P(np.ones(2), 1.0))
+    assert type(g) is P
+    np.testing.assert_allclose(g.w, [2.0, 2.0])
+    A = np.array([[2.0, 1.0], [1.0, 3.0]])
+    J = tg.jacfwd(np.linalg.eigh)(A)
+    assert J.eigenvalues.shape == (2, 2, 2)

@@ -57,3 +57,10 @@ class EscapeWarning(UserWarning):
 class NonFiniteError(TracegradError, FloatingPointError):
     """Under ``tracegrad.debug_nans()``: an operation produced a NaN or an
     infinity from finite inputs, in the forward or the backward pass."""
+
+
+class DegenerateDerivativeWarning(RuntimeWarning):
+    """A linear-algebra derivative met repeated eigenvalues or singular values
+    (or a zero singular value) and dropped terms that multiplied a
+    non-negligible (co)tangent: the result may be inaccurate. See the
+    ``np.linalg`` section of :mod:`tracegrad.rules.linalg`."""

@@ -1,11 +1,26 @@
 """Flatten and unflatten pytrees made of tuples, lists and dicts.
 
-Leaves are anything that is not a tuple, list or dict (arrays, Python
+Leaves are anything that is not a tuple (namedtuples included), list or dict (arrays, Python
 numbers, ``None``). Dict leaves are ordered by sorted key, as in JAX, so two
 dicts with the same keys flatten alike whatever their insertion order.
 """
 
 _LEAF = None
+
+
+class _Named:
+    """Tree-definition tag of a namedtuple type (compares by the type)."""
+
+    __slots__ = ("cls",)
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def __eq__(self, other):
+        return type(other) is _Named and other.cls is self.cls
+
+    def __hash__(self):
+        return hash(self.cls)
 
 
 def tree_flatten(tree):
@@ -19,6 +34,9 @@ def _flatten(tree, leaves):
     t = type(tree)
     if t is tuple or t is list:
         return (t, tuple(_flatten(c, leaves) for c in tree))
+    if isinstance(tree, tuple) and hasattr(t, "_fields"):
+        # namedtuples (np.linalg.eigh's EighResult, user records) keep their type
+        return (_Named(t), tuple(_flatten(c, leaves) for c in tree))
     if t is dict:
         keys = sorted(tree)
         return (dict, tuple(keys), tuple(_flatten(tree[k], leaves) for k in keys))
@@ -40,6 +58,8 @@ def _unflatten(treedef, it):
         _, keys, children = treedef
         return {k: _unflatten(c, it) for k, c in zip(keys, children)}
     t, children = treedef
+    if type(t) is _Named:
+        return t.cls(*[_unflatten(c, it) for c in children])
     return t(_unflatten(c, it) for c in children)
 
 
