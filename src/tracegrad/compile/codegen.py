@@ -51,9 +51,11 @@ _t("arith", "reciprocal", "(1.0 / {0})")
 _t("arith", "absolute fabs", "abs({0})")
 _t("arith", "deg2rad", "({0} * 0.017453292519943295)")
 _t("arith", "rad2deg", "({0} * 57.29577951308232)")
-for _n in ("sqrt cbrt exp expm1 log log2 log10 log1p sin cos tan arcsin arccos arctan sinh "
-           "cosh tanh arcsinh arccosh arctanh floor ceil trunc rint").split():
+for _n in ("sqrt cbrt exp expm1 log log2 log10 sin cos tan arcsin arccos arctan sinh "
+           "cosh arcsinh arccosh arctanh floor ceil trunc rint").split():
     _t("arith", _n, "np.%s({0})" % _n)
+_t("arith", "tanh", "rt.tanh({0})")
+_t("arith", "log1p", "rt.log1p({0})")
 _t("arith", "exp2", "rt.exp2({0})")
 _t("arith", "arctan2", "np.arctan2({0}, {1})")
 _t("arith", "hypot", "np.hypot({0}, {1})")
