@@ -473,7 +473,8 @@ def test_step_in_place_step_function():
 
     u0 = u_init()
     before = u0.copy()
-    assert_tree_close(tg.grad(loss(st), (0, 1))(u0, 0.5), tg.grad(loss(inplace_heat), (0, 1))(u0, 0.5))
+    assert_tree_close(tg.grad(loss(st), (0, 1))(u0, 0.5),
+                      tg.grad(loss(inplace_heat), (0, 1))(u0, 0.5))
     assert np.array_equal(u0, before)
 
 
@@ -519,7 +520,6 @@ def test_step_higher_order():
     assert_tree_close(tg.grad(tg.grad(lambda k: loss_of(st, n)(u0, k)))(0.7),
                       tg.grad(tg.grad(lambda k: loss_of(heat, n)(u0, k)))(0.7))
     small = u0[:8]
-    global DX
     assert_tree_close(tg.hessian(lambda u: loss_of(st, 5)(u, 0.7))(small),
                       tg.hessian(lambda u: loss_of(heat, 5)(u, 0.7))(small))
 
@@ -754,3 +754,47 @@ def test_peak_memory_independent_of_steps():
     assert p1 <= s + 10, p1
     assert p2 <= s + 10, p2
     assert p2 <= p1 + 1, (p1, p2)          # no growth with T
+
+
+# =============================================================================
+# Methods and threads
+# =============================================================================
+
+def test_step_as_a_method():
+    class Model:
+        def __init__(self, k):
+            self.k = k
+
+        @tg.step(snapshots=3, steps=30)
+        def advance(self, u, scale):
+            return heat(u, self.k * scale)
+
+        def loss(self, u0, scale):
+            u = u0
+            for _ in range(30):
+                u = self.advance(u, scale)
+            return np.sum(u ** 2)
+
+    m = Model(0.7)
+    g = tg.grad(m.loss, (0, 1))(u_init(), 1.0)
+    r_u0, r_k = tg.grad(loss_of(heat, 30), (0, 1))(u_init(), 0.7)
+    assert_tree_close(g, (r_u0, 0.7 * r_k))           # d/dscale = k * d/dk
+    assert m.advance.stats.segments == 1 and m.advance.stats.taped == 30
+
+
+def test_step_shared_between_threads():
+    import threading
+    st = tg.step(heat, snapshots=3, steps=40)
+    results = {}
+
+    def work(i):
+        results[i] = tg.grad(loss_of(st, 40), (0, 1))(u_init() * (1 + 0.1 * i), 0.5)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(3):
+        assert_tree_close(results[i], tg.grad(loss_of(heat, 40), (0, 1))(u_init() * (1 + 0.1 * i),
+                                                                          0.5))

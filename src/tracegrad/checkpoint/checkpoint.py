@@ -46,6 +46,7 @@ import gc
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -795,7 +796,8 @@ class _Chain:
 
     def __init__(self, fun, cfg, sdef, x0, stats, steps, root_refs):
         self.fun = fun
-        self.name = getattr(fun, "__name__", "step")
+        self.name = getattr(fun, "__name__", None) or getattr(
+            getattr(fun, "func", None), "__name__", "step")
         self.sdef = sdef
         self.leaf = treedef_is_leaf(sdef)
         self.n = 0
@@ -1298,10 +1300,17 @@ class Stepper:
             raise TypeError(f"step expects a function, got {type(fun).__name__}")
         self.fun = fun
         self._cfg = cfg
-        self._live = {}
-        self._run = None          # (weakref to the outermost tape, stats)
+        self._local = threading.local()   # live chains and the current run, per thread
         self._stats = CheckpointStats()
+        self._bound = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fun)
+
+    @property
+    def _live(self):
+        d = getattr(self._local, "live", None)
+        if d is None:
+            d = self._local.live = {}
+        return d
 
     @property
     def stats(self):
@@ -1312,9 +1321,22 @@ class Stepper:
         return f"<tracegrad.step({getattr(self.fun, '__name__', 'fun')})>"
 
     def __get__(self, obj, objtype=None):
+        # A decorated method: ``self.step(state, ...)`` checkpoints
+        # ``fun(obj, state, ...)``, with one chain registry per instance.
         if obj is None:
             return self
-        return functools.partial(self.__call__, obj)
+        try:
+            bound = self._bound.get(obj)
+        except TypeError:
+            bound = None
+        if bound is None:
+            bound = Stepper(functools.partial(self.fun, obj), self._cfg)
+            bound.__name__ = getattr(self.fun, "__name__", "step")
+            try:
+                self._bound[obj] = bound
+            except TypeError:
+                pass
+        return bound
 
     def __call__(self, state, *params, **kwargs):
         return self._call(state, params, kwargs, self._cfg.steps)
@@ -1462,10 +1484,10 @@ class Stepper:
 
     def _new_chain(self, sl, sdef, steps, tapes):
         outer = tapes[0]
-        run = self._run
+        run = getattr(self._local, "run", None)
         if run is None or run[0]() is not outer:
             self._stats = CheckpointStats()
-            self._run = (weakref.ref(outer), self._stats)
+            self._local.run = (weakref.ref(outer), self._stats)
         x0 = [unwrap(x) for x in sl]
         root_refs = [weakref.ref(x) if type(x) is TracedArray else None for x in sl]
         return _Chain(self.fun, self._cfg, sdef, x0, self._stats, steps, root_refs)

@@ -1,0 +1,159 @@
+"""Checkpointed gradients of a long simulation (issue #7).
+
+Gradient of ``sum(u_T ** 2)`` with respect to the initial field and the
+viscosity, through T = 5,000 explicit steps of the 1-D viscous Burgers
+equation on N = 10,000 periodic points (``np.roll`` central differences; the
+model of ``asv_benchmarks/peers/burgers_peers.py``).
+
+* ``tracegrad-step``: the user's own loop, step decorated with
+  ``tg.step(snapshots=20, steps=T)`` (offline binomial schedule);
+* ``tracegrad-online``: the same without ``steps`` (online schedule);
+* ``numpy-forward``: the forward simulation alone, the floor;
+* ``autograd``: autograd's eager full tape (840 MB, 4.1-5.2 s in the issue);
+* ``jax-scan-checkpoint``: ``jax.lax.scan`` of ``jax.checkpoint``-ed blocks of
+  ``sqrt(T)`` steps, compiled (the compilation is in ``setup``).
+
+Targets: peak extra memory <= 3 MB, time <= autograd's.
+``BurgersCheckpointStats`` tracks tracegrad's own numbers: the tracemalloc
+peak of one gradient and the step evaluations, which must equal the Revolve
+count ``t(T, s) + T + 1`` (22,977 for T = 5,000, s = 20).
+
+Measured on the shared, loaded 2-core development machine (about 6x slower
+than the machine behind the issue's autograd figure), one gradient each, all
+in one session with ``burgers_peers.py all``; memory is the growth of the
+peak RSS during the first gradient (XLA: its compiled temporaries):
+
+====================  ========  ============  =================================
+configuration         time [s]  peak RSS +MB  notes
+====================  ========  ============  =================================
+numpy forward only        0.83           0.6
+tracegrad-step           13.3            0.9  tracemalloc peak 3.09 MB; 22,977
+                                              step evaluations (4.6 per step)
+tracegrad, full tape     18.9         4490
+autograd, full tape      31.4         1302
+jax scan + remat          3.75         429    XLA temp 400 MB (one state/step)
+jax nested scan           3.18          82    XLA temp 23 MB, compiled
+torch eager              21.7         3981
+====================  ========  ============  =================================
+
+Of tracegrad's 3.09 MB, 1.6 MB are the 20 snapshots; about 0.8 MB is the
+core's tape of the one step being reversed (``np.roll`` is recorded as an
+index gather, and products keep their results).
+"""
+import numpy as np
+
+from .common import need
+
+N, T, S = 10_000, 5_000, 20
+NU = 1e-4
+DX = 1.0 / N
+DT = 0.1 * DX
+
+
+def make_step(xp):
+    def step(u, nu):
+        up = xp.roll(u, -1)
+        um = xp.roll(u, 1)
+        return u - DT * u * (up - um) / (2 * DX) + nu * DT * (up - 2 * u + um) / DX ** 2
+    return step
+
+
+def initial(xp=np):
+    x = xp.arange(N) / N
+    return 0.5 + xp.sin(2 * np.pi * x)
+
+
+def _loop(step, u, nu, t=None):
+    for _ in range(T if t is None else t):
+        u = step(u, nu)
+    return u
+
+
+class BurgersGradient:
+    """Time and peak memory (RSS) of one gradient."""
+
+    params = ["numpy-forward", "tracegrad-step", "tracegrad-online", "autograd",
+              "jax-scan-checkpoint"]
+    param_names = ["impl"]
+    timeout = 1800
+    number = 1
+    repeat = 1
+
+    def setup(self, impl):
+        if impl == "numpy-forward":
+            step = make_step(np)
+            u0 = initial()
+            self.f = lambda: np.sum(_loop(step, u0, NU) ** 2)
+        elif impl.startswith("tracegrad"):
+            import tracegrad as tg
+            steps = T if impl == "tracegrad-step" else None
+            stepper = tg.step(make_step(np), snapshots=S, steps=steps, progress=False)
+            g = tg.grad(lambda u0, nu: np.sum(_loop(stepper, u0, nu) ** 2), argnums=(0, 1))
+            u0 = initial()
+            self.f = lambda: g(u0, NU)
+        elif impl == "autograd":
+            ag = need("autograd")
+            anp = need("autograd.numpy")
+            step = make_step(anp)
+            g = ag.grad(lambda u0, nu: anp.sum(_loop(step, u0, nu) ** 2), argnum=(0, 1))
+            u0 = initial()
+            self.f = lambda: g(u0, NU)
+        elif impl == "jax-scan-checkpoint":
+            jax = need("jax")
+            jnp = need("jax.numpy")
+            jax.config.update("jax_enable_x64", True)
+            step = make_step(jnp)
+            inner = int(round(T ** 0.5))
+            outer, rest = divmod(T, inner)
+
+            @jax.checkpoint
+            def block(u, nu):
+                return jax.lax.scan(lambda v, _: (step(v, nu), None), u, None, length=inner)[0]
+
+            def loss(u0, nu):
+                u = jax.lax.scan(lambda v, _: (block(v, nu), None), u0, None, length=outer)[0]
+                return jnp.sum(_loop(step, u, nu, rest) ** 2)
+
+            g = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            u0 = jnp.asarray(initial())
+            jax.block_until_ready(g(u0, NU))             # compile outside the timing
+            self.f = lambda: jax.block_until_ready(g(u0, NU))
+        else:
+            raise NotImplementedError(impl)
+
+    def time_gradient(self, impl):
+        self.f()
+
+    def peakmem_gradient(self, impl):
+        self.f()
+
+
+class BurgersCheckpointStats:
+    """tracegrad's own numbers for one checkpointed gradient."""
+
+    timeout = 1800
+
+    def setup(self):
+        import tracegrad as tg
+        self.stepper = tg.step(make_step(np), snapshots=S, steps=T, progress=False)
+        stepper = self.stepper
+        self.g = tg.grad(lambda u0, nu: np.sum(_loop(stepper, u0, nu) ** 2), argnums=(0, 1))
+        self.u0 = initial()
+
+    def track_peak_extra_memory(self):
+        import tracemalloc
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            self.g(self.u0, NU)
+            return (tracemalloc.get_traced_memory()[1] - base) / 1e6
+        finally:
+            tracemalloc.stop()
+
+    track_peak_extra_memory.unit = "MB"
+
+    def track_step_evaluations(self):
+        self.g(self.u0, NU)
+        return self.stepper.stats.evaluations
+
+    track_step_evaluations.unit = "step evaluations"
