@@ -210,21 +210,27 @@ class CaptureLevel(Level):
         return r
 
     def _own(self, out):
-        r = _root(out)
-        self._owned[id(r)] = r
+        # a view's root buffer was owned when the viewed value was recorded
+        if out.base is None:
+            self._owned[id(out)] = out
 
     # --- the level protocol -------------------------------------------------------
     def _refs(self, args):
         ins = []
         owned = self._owned
         for a in args:
-            r = self.ref(a)
-            if r >= 0:
-                # every buffer a traced value lives in: a plain array sharing
-                # it later is an escape
-                b = _root(a._v)
-                owned[id(b)] = b
-            ins.append(r)
+            if type(a) is TracedArray:
+                r = a._tg.get(self)
+                if r is not None:
+                    # every buffer a traced value lives in (outputs are owned
+                    # when recorded; this catches fresh copies made by the
+                    # transforms): a plain array sharing it later is an escape
+                    b = a._v
+                    if b.base is None:
+                        owned[id(b)] = b
+                    ins.append(r)
+                    continue
+            ins.append(self.ref(a))
         return tuple(ins)
 
     def process(self, prim, args, t, params, tags):

@@ -167,7 +167,7 @@ class Jitted:
                     if plan in entry.plans:
                         entry.plans.remove(plan)
                         entry.plans.insert(0, plan)
-            return tree_unflatten(plan.graph.out_tree, out)
+            return tree_unflatten(plan.out_tree, out)
         return self._trace(entry, leaves, treedef, dyn)
 
     def _trace(self, entry, leaves, treedef, dyn):

@@ -149,8 +149,11 @@ class Plan:
     """A graph lowered to steps; ``run(inputs)`` returns the output leaves."""
 
     def __init__(self, graph, steps, nconst, extra=()):
-        self.graph = graph
+        # The graph itself is not kept: a plan of 100k+ steps should not also
+        # hold 100k+ nodes for the garbage collector to walk forever.
         self.path = graph.path
+        self.out_tree = graph.out_tree
+        self.guards = [(g.var, g.kind) for g in graph.guards]
         self.steps = steps
         self.nconst = nconst
         # constants, one slot per variable, then constants made while lowering

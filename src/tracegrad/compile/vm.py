@@ -165,11 +165,7 @@ REDS = {"sum": "red_sum", "max": "red_max", "min": "red_min", "prod": "red_prod"
 _SCALAR_TYPES = (bool, int, float, np.bool_, np.integer, np.floating)
 
 
-def _size(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+_size = __import__("math").prod
 
 
 def vm_ok(graph, node):
@@ -307,6 +303,9 @@ class Program:
             t[off:off + vals.size] = vals
         self.template = t
         self.fn = machine()
+        # only the arrays are needed from now on
+        self.ninstr = len(self.code)
+        self.graph = self.addr = self.init = self.code = self.aux = self.lits = None
 
     def acquire(self):
         try:
@@ -399,7 +398,12 @@ class Lowerer:
         if len(node.ins) == 1:
             r = node.ins[0]
             shape = self.shape(r)
-            key = _hashable(node.params)
+            params = node.params
+            try:
+                key = tuple(params.items())
+                hash(key)
+            except TypeError:
+                key = _hashable(params)
             ck = (name, shape, key) if key is not None else None
             hit = _MAPS.get(ck) if ck is not None else None
             if hit is None:
@@ -431,7 +435,7 @@ class Lowerer:
         out = node.outs[0]
         oshape, odt = self.avals[out]
         n = _size(oshape)
-        kind = SCALAR[name][0] if name in SCALAR and name != "broadcast_to" else None
+        kind = _KIND.get(name)
         if kind in ("arith", "cmp", "logic", "pred", "select"):
             ins = node.ins
             a, sa = self.elem_operand(ins[0], oshape, loads)
@@ -473,7 +477,11 @@ class Lowerer:
             r = node.ins[0]
             a = self.operand(r, loads)
             shape = node.params["shape"]
-            key = _hashable((shape, node.params["key"]))
+            key = (shape, node.params["key"])
+            try:
+                hash(key)
+            except TypeError:
+                key = _hashable(key)
             pos = _MAPS.get(("scatter", key)) if key is not None else None
             if pos is None:
                 pos = np.ascontiguousarray(
