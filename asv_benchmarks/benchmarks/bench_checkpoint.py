@@ -8,6 +8,8 @@ model of ``asv_benchmarks/peers/burgers_peers.py``).
 * ``tracegrad-step``: the user's own loop, step decorated with
   ``tg.step(snapshots=20, steps=T)`` (offline binomial schedule);
 * ``tracegrad-online``: the same without ``steps`` (online schedule);
+* ``tracegrad-jit``: ``tg.step(..., jit=True)``: the backward walk replays the
+  step and its pullback compiled by ``tracegrad.jit`` (compiled in ``setup``);
 * ``numpy-forward``: the forward simulation alone, the floor;
 * ``autograd``: autograd's eager full tape (840 MB, 4.1-5.2 s in the issue);
 * ``jax-scan-checkpoint``: ``jax.lax.scan`` of ``jax.checkpoint``-ed blocks of
@@ -72,8 +74,8 @@ def _loop(step, u, nu, t=None):
 class BurgersGradient:
     """Time and peak memory (RSS) of one gradient."""
 
-    params = ["numpy-forward", "tracegrad-step", "tracegrad-online", "autograd",
-              "jax-scan-checkpoint"]
+    params = ["numpy-forward", "tracegrad-step", "tracegrad-online", "tracegrad-jit",
+              "autograd", "jax-scan-checkpoint"]
     param_names = ["impl"]
     timeout = 1800
     number = 1
@@ -85,11 +87,19 @@ class BurgersGradient:
             u0 = initial()
             self.f = lambda: np.sum(_loop(step, u0, NU) ** 2)
         elif impl.startswith("tracegrad"):
+            import warnings
+
             import tracegrad as tg
-            steps = T if impl == "tracegrad-step" else None
-            stepper = tg.step(make_step(np), snapshots=S, steps=steps, progress=False)
-            g = tg.grad(lambda u0, nu: np.sum(_loop(stepper, u0, nu) ** 2), argnums=(0, 1))
+            steps = None if impl == "tracegrad-online" else T
+            stepper = tg.step(make_step(np), snapshots=S, steps=steps, progress=False,
+                              jit=impl == "tracegrad-jit")
+            g = tg.grad(lambda u0, nu, t=None: np.sum(_loop(stepper, u0, nu, t) ** 2),
+                        argnums=(0, 1))
             u0 = initial()
+            if impl == "tracegrad-jit":               # compile outside the timing
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    g(u0, NU, 4)
             self.f = lambda: g(u0, NU)
         elif impl == "autograd":
             ag = need("autograd")

@@ -732,10 +732,10 @@ class _Params:
 
 class _Config:
     __slots__ = ("steps", "snapshots", "memory", "schedule", "disk", "disk_snapshots",
-                 "disk_memory", "progress", "progress_after")
+                 "disk_memory", "progress", "progress_after", "jit")
 
     def __init__(self, steps, snapshots, memory, schedule, disk, disk_snapshots, disk_memory,
-                 progress, progress_after):
+                 progress, progress_after, jit=False):
         if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 0):
             raise ValueError(f"steps must be an int >= 0 or None, got {steps!r}")
         if snapshots is not None and (not isinstance(snapshots, (int, np.integer))
@@ -759,6 +759,7 @@ class _Config:
         self.disk_memory = None if disk_memory is None else parse_bytes(disk_memory)
         self.progress = progress
         self.progress_after = progress_after
+        self.jit = bool(jit)
 
     def slots(self, nbytes):
         """``(ram_slots, disk_slots)`` for a state of ``nbytes`` bytes."""
@@ -784,6 +785,71 @@ class _Config:
         return "online" if steps is None else "revolve"
 
 
+class _JitSteps:
+    """Compiled versions of a step function (``step(..., jit=True)``).
+
+    ``fwd`` is ``tracegrad.jit`` of the step itself (the untaped
+    recomputations); ``vjp(...)`` returns, per state/parameter structure, the
+    compiled function running the step under ``tracegrad.vjp`` and pulling a
+    cotangent back, forward and backward fused into one plan. Both are used
+    only while no transform level is active (the backward walk of ``grad``):
+    ``jit`` runs eagerly inside other transforms anyway.
+    """
+
+    #: more traces than this (a static value changing every step, such as a
+    #: Python int in the state) and the chain goes back to eager steps
+    MAX_TRACES = 32
+
+    def __init__(self, fun):
+        from ..compile import jit
+        self._jit = jit
+        self.fun = fun
+        self.fwd = jit(lambda state, args, kwargs: fun(state, *args, **kwargs))
+        self._vjps = {}
+        self.off = False
+
+    def check(self, f):
+        if f.stats["traces"] > self.MAX_TRACES and not self.off:
+            self.off = True
+            warnings.warn(
+                f"tracegrad.step(..., jit=True): the compiled step of "
+                f"{getattr(self.fun, '__name__', 'fun')} was traced more than "
+                f"{self.MAX_TRACES} times (a Python number in its state or parameters "
+                f"changes every step?); running it eagerly from now on",
+                RuntimeWarning, stacklevel=2)
+
+    def vjp(self, sdef, pdef, fi, dyn, name):
+        key = (sdef, pdef, fi, dyn)
+        f = self._vjps.get(key)
+        if f is None:
+            fun = self.fun
+            from ..api import vjp as _vjp
+
+            def taped(fl, dl, base, pstatic, adj):
+                def g(*vals):
+                    st = list(base)
+                    for i, v in zip(fi, vals):
+                        st[i] = v
+                    pp = list(pstatic)
+                    for j, v in zip(dyn, vals[len(fi):]):
+                        pp[j] = v
+                    p, kw = tree_unflatten(pdef, pp)
+                    ol, odef = tree_flatten(fun(tree_unflatten(sdef, st), *p, **kw))
+                    if odef != sdef:
+                        raise _structure_error(name, sdef, odef)
+                    box[:] = [i for i, y in enumerate(ol) if _is_float_leaf(y)]
+                    return tuple(ol[i] for i in box)
+
+                box = []
+                out, pull = _vjp(g, *fl, *dl)
+                ct = tuple(adj[i] if adj[i] is not None else np.zeros_like(o)
+                           for i, o in zip(box, out))
+                return out, pull(ct), np.array(box, dtype=np.int64)
+
+            f = self._vjps[key] = self._jit(taped)
+        return f
+
+
 class _Chain:
     """The states, schedule and recomputation of one chain of step calls.
 
@@ -794,8 +860,9 @@ class _Chain:
     of steps (a tape node) has been reversed.
     """
 
-    def __init__(self, fun, cfg, sdef, x0, stats, steps, root_refs):
+    def __init__(self, fun, cfg, sdef, x0, stats, steps, root_refs, jitted=None):
         self.fun = fun
+        self.jitted = jitted
         self.name = getattr(fun, "__name__", None) or getattr(
             getattr(fun, "func", None), "__name__", "step")
         self.sdef = sdef
@@ -907,6 +974,14 @@ class _Chain:
     # --- evaluation -----------------------------------------------------------
     def _eval(self, k, cur):
         params, kw = self.params.at(k).plain_call()
+        jitted = self.jitted
+        if jitted is not None and not jitted.off and not level_stack():
+            state = cur[0] if self.leaf else tree_unflatten(self.sdef, cur)
+            leaves, odef = tree_flatten(jitted.fwd(state, params, kw))
+            jitted.check(jitted.fwd)
+            if odef != self.sdef:
+                raise _structure_error(self.name, self.sdef, odef)
+            return leaves
         if self.leaf:
             out = self.fun(cur[0], *params, **kw)
             if isinstance(out, (tuple, list, dict)):
@@ -951,6 +1026,8 @@ class _Chain:
         e = self.params.at(k)
         fi = [i for i, x in enumerate(cur) if _is_float_leaf(x)]
         dyn = e.dyn
+        if self.jitted is not None and not self.jitted.off and nb == 0 and not level_stack():
+            return self._taped_reverse_jit(k, e, cur, fi, adj, pacc)
         base = list(cur)
         for i in fi:
             base[i] = None
@@ -982,16 +1059,8 @@ class _Chain:
         primals = None
         fo, ol = box.pop()
         self.stats.taped += 1
-        if k == self.n - 1 and self.fp_out is not None:
-            same = len(fo) == len(self.fp_out) and all(
-                np.array_equal(_sample(unwrap(ol[i])), fp, equal_nan=fp.dtype.kind in "fc")
-                for i, fp in zip(fo, self.fp_out))
-            if not same:
-                raise CheckpointError(
-                    f"re-running step {k} of tracegrad.step({self.name}) gave a different "
-                    f"result than the forward run: the step is not a deterministic function of "
-                    f"its arguments (random numbers, global state, a value modified in place). "
-                    f"Checkpointed gradients would be wrong; pass such values as arguments.")
+        if k == self.n - 1:
+            self._check_replay(k, [unwrap(ol[i]) for i in fo])
         batch = _batch_of(adj.values(), nb)
         ct = []
         for i in fo:
@@ -1008,6 +1077,47 @@ class _Chain:
             prev = pacc.get(j)
             pacc[j] = c if prev is None else prev + c
         return new
+
+    def _taped_reverse_jit(self, k, e, cur, fi, adj, pacc):
+        dyn = e.dyn
+        f = self.jitted.vjp(self.sdef, e.pdef, tuple(fi), tuple(dyn), self.name)
+        base = list(cur)
+        for i in fi:
+            base[i] = None
+        pstatic = list(e.plain)
+        for j in dyn:
+            pstatic[j] = None
+        fl = [cur[i] for i in fi]
+        dl = [e.plain[j] for j in dyn]
+        cur = None
+        out, grads, fo = f(fl, dl, base, pstatic, [adj.get(i) for i in range(len(base))])
+        self.jitted.check(f)
+        self.stats.taped += 1
+        if k == self.n - 1:
+            self._check_replay(k, out)
+        new = {i: grads[m] for m, i in enumerate(fi)}
+        off = len(fi)
+        for m, j in enumerate(dyn):
+            c = grads[off + m]
+            prev = pacc.get(j)
+            pacc[j] = c if prev is None else prev + c
+        return new
+
+    def _check_replay(self, k, outs):
+        """The re-run of the chain's last step must give what the forward run
+        gave (to rounding: a compiled re-run may fuse differently)."""
+        fp = self.fp_out
+        if fp is None:
+            return
+        same = len(outs) == len(fp) and all(
+            a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True)
+            for a, b in ((_sample(o), f) for o, f in zip(outs, fp)))
+        if not same:
+            raise CheckpointError(
+                f"re-running step {k} of tracegrad.step({self.name}) gave a different "
+                f"result than the forward run: the step is not a deterministic function of "
+                f"its arguments (random numbers, global state, a value modified in place). "
+                f"Checkpointed gradients would be wrong; pass such values as arguments.")
 
     # --- reversal ---------------------------------------------------------------
     def _replan(self, end):
@@ -1303,6 +1413,7 @@ class Stepper:
         self._local = threading.local()   # live chains and the current run, per thread
         self._stats = CheckpointStats()
         self._bound = weakref.WeakKeyDictionary()
+        self._jitted = None
         functools.update_wrapper(self, fun)
 
     @property
@@ -1490,7 +1601,10 @@ class Stepper:
             self._local.run = (weakref.ref(outer), self._stats)
         x0 = [unwrap(x) for x in sl]
         root_refs = [weakref.ref(x) if type(x) is TracedArray else None for x in sl]
-        return _Chain(self.fun, self._cfg, sdef, x0, self._stats, steps, root_refs)
+        if self._cfg.jit and self._jitted is None:
+            self._jitted = _JitSteps(self.fun)
+        return _Chain(self.fun, self._cfg, sdef, x0, self._stats, steps, root_refs,
+                      self._jitted)
 
 
 def _bind_jvp(chain, k, x_plain, ds, dp, fo, entry):
@@ -1557,7 +1671,7 @@ def _merge(tape, rec):
 
 
 def step(fun=None, *, steps=None, snapshots=None, memory=None, schedule=None, disk=None,
-         disk_snapshots=0, disk_memory=None, progress=None, progress_after=10.0):
+         disk_snapshots=0, disk_memory=None, progress=None, progress_after=10.0, jit=False):
     """Checkpoint the steps of a loop the user writes.
 
     Decorate the function computing one time step and keep your own ``for``
@@ -1606,6 +1720,13 @@ def step(fun=None, *, steps=None, snapshots=None, memory=None, schedule=None, di
         Show a progress bar (tqdm when installed) while the chain is
         reversed: always (``True``), never (``False``), or when the reversal
         is expected to take more than ``progress_after`` seconds (``None``).
+    jit : bool
+        Compile the step with :func:`tracegrad.jit` for the backward walk:
+        the recomputations replay the compiled step, and each reversed step
+        runs as one compiled plan fusing the step and its pullback. Traced
+        and compiled once per state structure (and per path, if the step
+        branches on values); the forward sweep itself runs eagerly, since it
+        is recorded by the gradient being taken.
 
     Returns
     -------
@@ -1652,14 +1773,15 @@ def step(fun=None, *, steps=None, snapshots=None, memory=None, schedule=None, di
     (True, 50)
     """
     cfg = _Config(steps, snapshots, memory, schedule, disk, disk_snapshots, disk_memory,
-                  progress, progress_after)
+                  progress, progress_after, jit)
     if fun is None:
         return lambda f: Stepper(f, cfg)
     return Stepper(fun, cfg)
 
 
 def loop(fun, state, n, *params, snapshots=None, memory=None, schedule=None, disk=None,
-         disk_snapshots=0, disk_memory=None, progress=None, progress_after=10.0, **kwargs):
+         disk_snapshots=0, disk_memory=None, progress=None, progress_after=10.0, jit=False,
+         **kwargs):
     """Run ``state = fun(state, *params, **kwargs)`` ``n`` times, checkpointed.
 
     The explicit form of :func:`step` for a loop of known length; the
@@ -1682,7 +1804,7 @@ def loop(fun, state, n, *params, snapshots=None, memory=None, schedule=None, dis
     if isinstance(fun, Stepper):
         given = dict(snapshots=snapshots, memory=memory, schedule=schedule, disk=disk,
                      disk_memory=disk_memory, progress=progress)
-        if any(v is not None for v in given.values()) or disk_snapshots:
+        if any(v is not None for v in given.values()) or disk_snapshots or jit:
             raise TypeError("loop(stepper, ...) uses the options of the tracegrad.step object; "
                             "do not pass checkpoint options here too")
         stepper = fun
@@ -1691,7 +1813,7 @@ def loop(fun, state, n, *params, snapshots=None, memory=None, schedule=None, dis
                              f"runs {n} steps")
     else:
         stepper = Stepper(fun, _Config(n, snapshots, memory, schedule, disk, disk_snapshots,
-                                       disk_memory, progress, progress_after))
+                                       disk_memory, progress, progress_after, jit))
     kind = stepper._cfg.kind(n)
     plan = n if kind != "online" else None
     for _ in range(n):
