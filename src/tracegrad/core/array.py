@@ -315,6 +315,11 @@ _NOPARAMS = {}
 #: results a capturing level records (anything else a primitive returns is metadata)
 _NUMBERS = (_ndarray, np.generic, bool, int, float, complex)
 _RESULTS = (_ndarray, np.generic)  # items of a tuple of results (a shape tuple holds ints)
+#: non-differentiable primitives whose result depends only on shapes and dtypes
+STATIC_RESULTS = frozenset({"nondiff.shape", "nondiff.ndim", "nondiff.size",
+                            "nondiff.result_type", "nondiff.iscomplexobj", "nondiff.isrealobj",
+                            "nondiff.can_cast", "nondiff.may_share_memory",
+                            "nondiff.shares_memory"})
 
 
 def _inplace_error(what):
@@ -403,11 +408,14 @@ def bind(prim, args, params):
         return out
     if len(lvls) > 1:
         lvls.sort(key=_depth)
-    if prim.nondiff and type(out) is not _ndarray and not isinstance(out, _NUMBERS):
+    if prim.nondiff and (prim.name in STATIC_RESULTS or (
+            type(out) is not _ndarray and not isinstance(out, _NUMBERS))):
         # Only capturing levels (jit) see non-differentiable results: metadata
-        # (np.shape, np.result_type) is static and stays plain; a tuple of
-        # arrays or NumPy scalars (np.nonzero, np.unravel_index) is several results.
-        if not (type(out) is tuple and out and all(isinstance(o, _RESULTS) for o in out)):
+        # (np.shape, np.ndim, np.result_type) is static and stays plain; a tuple
+        # of arrays or NumPy scalars (np.nonzero, np.unravel_index) is several
+        # results.
+        if prim.name in STATIC_RESULTS or not (
+                type(out) is tuple and out and all(isinstance(o, _RESULTS) for o in out)):
             return out
     if prim.nout == 1 and type(out) is not tuple:
         if type(out) is not _ndarray:
