@@ -20,27 +20,29 @@ Targets: peak extra memory <= 3 MB, time <= autograd's.
 peak of one gradient and the step evaluations, which must equal the Revolve
 count ``t(T, s) + T + 1`` (22,977 for T = 5,000, s = 20).
 
-Measured on the shared, loaded 2-core development machine (about 6x slower
-than the machine behind the issue's autograd figure), one gradient each, all
-in one session with ``burgers_peers.py all``; memory is the growth of the
-peak RSS during the first gradient (XLA: its compiled temporaries):
+Measured on the shared 2-core development machine (several times slower than
+the machine behind the issue's autograd figure), one gradient each, every
+configuration in a fresh process of one ``burgers_peers.py all`` session;
+memory is the growth of the peak RSS during the first gradient:
 
 ====================  ========  ============  =================================
 configuration         time [s]  peak RSS +MB  notes
 ====================  ========  ============  =================================
-numpy forward only        0.83           0.6
-tracegrad-step           13.3            0.9  tracemalloc peak 3.09 MB; 22,977
-                                              step evaluations (4.6 per step)
-tracegrad, full tape     18.9         4490
-autograd, full tape      31.4         1302
-jax scan + remat          3.75         429    XLA temp 400 MB (one state/step)
-jax nested scan           3.18          82    XLA temp 23 MB, compiled
-torch eager              21.7         3981
+numpy forward only        0.66           0.3
+tracegrad-step           12.7            0.7  tracemalloc peak 3.09 MB
+tracegrad-jit             6.39           0.0  tracemalloc peak 2.45 MB
+autograd, full tape      18.5         1302
+jax nested scan           2.01          76    XLA temp 23 MB, compiled
 ====================  ========  ============  =================================
 
-Of tracegrad's 3.09 MB, 1.6 MB are the 20 snapshots; about 0.8 MB is the
-core's tape of the one step being reversed (``np.roll`` is recorded as an
-index gather, and products keep their results).
+Both tracegrad rows evaluate the step 22,977 times (4.6 per step). An
+earlier, more loaded session also measured tracegrad's full tape (18.9 s,
+4.5 GB), PyTorch eager (21.7 s, 4.0 GB) and JAX scan with one checkpoint per
+step (3.75 s, 429 MB); autograd took 31.4 s there and tracegrad-step 13.3 s.
+Of tracegrad-step's 3.09 MB, 1.6 MB are the 20 snapshots and about 0.8 MB
+the core's tape of the one step being reversed (``np.roll`` is recorded as an
+index gather, and products keep their results); ``jit=True`` replaces that
+tape with a compiled plan.
 """
 import numpy as np
 

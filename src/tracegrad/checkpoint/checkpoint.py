@@ -889,6 +889,8 @@ class _Chain:
         self.step_time = 0.0
         self.bar = None
         self.warned = False
+        self._nt_key = None
+        self._nt = False
         if self.kind == "revolve":
             self.stream = stream_revolve(steps, self.s)
         elif self.kind == "sqrt":
@@ -1264,12 +1266,23 @@ class _Chain:
         return leaves
 
     def needs_traced(self):
+        """Whether the chain's inputs are traced by a level active now (a
+        higher-order walk); cached per set of active levels, since a walk
+        asks once per node."""
+        key = tuple(map(id, level_stack()))
+        if key == self._nt_key:
+            return self._nt
+        res = False
         for r in self.root_refs:
             if r is not None:
                 t = r()
                 if t is not None and is_traced(t):
-                    return True
-        return self.params.any_traced()
+                    res = True
+                    break
+        if not res and key:
+            res = self.params.any_traced()
+        self._nt_key, self._nt = key, res
+        return res
 
     def state_at(self, h):
         """A private copy of state ``h`` (plain), from the nearest snapshot."""
