@@ -210,3 +210,31 @@ def test_cache_key_changes_with_source(tmp_path, monkeypatch):
     assert cache.key_of(a) != cache.key_of(b)
     assert cache.load(a)(1) == 2 and cache.load(b)(1) == 3
     assert len([f for f in os.listdir(tmp_path / "kernels") if f.endswith(".py")]) == 2
+
+
+# --- the cost model's alternative: NumPy calls on blocks -----------------------------------
+def test_blocked_numpy_executor_matches():
+    def f(x, b):
+        y = np.where(x > 0.2, np.exp(-x ** 2), np.tanh(x) * b) + np.clip(x, -0.5, 0.5)
+        return np.sum(np.sin(y) * np.log1p(x * x)) + np.max(y) - np.min(x * b)
+
+    r = np.random.default_rng(0)
+    x, b = r.standard_normal(20_001), np.float64(0.7)
+    vg = tg.value_and_grad(f, argnums=(0, 1))
+    jb = jit(vg, executor="blocked", vm=False)
+    jb(x, b)
+    (v, (gx, gb)) = jb(x * 0.9, b)
+    (v0, (gx0, gb0)) = vg(x * 0.9, b)
+    assert any(k.startswith("blocked") for k in
+               [s for p in jb.plans().values() for pl in p for s in pl.describe()])
+    np.testing.assert_allclose(v, v0, rtol=1e-12)
+    np.testing.assert_allclose(gx, gx0, rtol=1e-12)
+    np.testing.assert_allclose(gb, gb0, rtol=1e-12)
+
+
+def test_cost_model_table_and_choice():
+    from tracegrad.compile import costmodel
+    t = costmodel.table()
+    assert {"exp", "sin", "multiply", "__call__"} <= set(t)
+    fused, blocked = costmodel.costs(["multiply", "add", "multiply"])
+    assert fused < blocked  # arithmetic is always better fused

@@ -252,7 +252,7 @@ class KernelStep(Step):
             step.run(vals)
 
 
-def build_kernel(graph, G, nconst, needed, extra, parallel="auto"):
+def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="auto"):
     """A :class:`KernelStep` for group ``G``; ``needed`` holds the vars other
     steps read (stored by the kernel); ``extra(c)`` gives a slot to a new
     constant (a compacted broadcast constant)."""
@@ -338,10 +338,16 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto"):
         rshape = tuple(1 if d in axes else n for d, n in enumerate(G.shape))
         red_specs.append((nconst + o, rshape, avals[o][0], dt, REDUCE[node.prim.name][0]))
     n = int(np.prod(G.shape)) if G.shape else 1
-    par = _want_parallel(parallel, ir, n)
-    source, _ = kernel_source(ir, parallel=par and ir.flat)
+    from .costmodel import choose
+    how = choose(ir, executor) if n >= 4096 or executor == "blocked" else "fused"
+    par = how == "fused" and _want_parallel(parallel, ir, n)
     step = KernelStep.__new__(KernelStep)
-    step.fn = cache.load(source)
+    if how == "blocked":
+        source = None
+        step.fn = BlockedNumpy(ir)
+    else:
+        source, _ = kernel_source(ir, parallel=par and ir.flat)
+        step.fn = cache.load(source)
     step.ir = ir
     step.source = source
     step.flat = ir.flat
@@ -355,7 +361,8 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto"):
     step.post_views = tuple(post_views)
     step.free = ()
     step.reads = step.ins + tuple(x for v in post_views for x in v.ins)
-    step.label = (f"kernel[{'flat' if ir.flat else 'nd'}{'/par' if par and ir.flat else ''} "
+    step.label = (f"{'blocked' if how == 'blocked' else 'kernel'}"
+                  f"[{'flat' if ir.flat else 'nd'}{'/par' if par and ir.flat else ''} "
                   f"{len(ir.ops)} ops, {len(ir.reds)} red, shape={G.shape}]")
     return step
 
@@ -400,3 +407,93 @@ def _threadsafe_layer():
             ok = False
         _LAYER.append(ok)
     return _LAYER[0]
+
+
+# --- NumPy calls on blocks (the cost model's alternative to a fused loop) ----------------
+class BlockedNumpy:
+    """A flat group evaluated as NumPy ufunc calls with ``out=`` on blocks of
+    :data:`.costmodel.BLOCK` elements, temporaries reused by liveness so they
+    stay in cache. Same calling convention as a flat kernel:
+    ``(n, *inputs, *outputs, *reductions)``."""
+
+    def __init__(self, ir):
+        from .costmodel import BLOCK
+        self.ir = ir
+        self.block = BLOCK
+        nops = len(ir.ops)
+        last = [-1] * nops
+        for j, (_, args, _, _) in enumerate(ir.ops):
+            for a in args:
+                if a.kind == "op":
+                    last[a.index] = j
+        stored = {j: m for m, j in enumerate(ir.stores)}
+        for _, (j, _, _, _) in enumerate(ir.reds):
+            last[j] = nops  # read after the ops of the block
+        # buffer assignment: ("out", m) for stored ops, ("tmp", k) otherwise
+        free = {}
+        self.where = []
+        ntmp = []
+        for j, (_, args, dt, _) in enumerate(ir.ops):
+            for a in args:  # release operands whose last reader is this op
+                if a.kind == "op" and last[a.index] == j and a.index not in stored:
+                    kind, k = self.where[a.index]
+                    free.setdefault(np.dtype(self.ir.ops[a.index][2]).str, []).append(k)
+            if j in stored:
+                self.where.append(("out", stored[j]))
+                continue
+            lst = free.get(np.dtype(dt).str)
+            if lst:
+                k = lst.pop()
+            else:
+                k = len(ntmp)
+                ntmp.append(np.dtype(dt))
+            self.where.append(("tmp", k))
+        self.tmp_dtypes = ntmp
+
+    def __call__(self, n, *args):
+        from .codegen import REDUCE
+        ir = self.ir
+        nin, nst = len(ir.inputs), len(ir.stores)
+        ins, outs, reds = args[:nin], args[nin:nin + nst], args[nin + nst:]
+        B = self.block
+        tmps = [np.empty(min(B, n), dt) for dt in self.tmp_dtypes]
+        accs = [REDUCE[rn][0] for _, rn, _, _ in ir.reds]
+        full = [k == "full" for k, _, _ in ir.inputs]
+        with np.errstate(all="ignore"):
+            for b0 in range(0, n, B):
+                m = min(B, n - b0)
+                xs = [a[b0:b0 + m] if f else a for a, f in zip(ins, full)]
+                vals = []
+                for j, (name, operands, dt, params) in enumerate(ir.ops):
+                    kind, k = self.where[j]
+                    out = outs[k][b0:b0 + m] if kind == "out" else tmps[k][:m]
+                    ops = [xs[a.index] if a.kind == "in" else vals[a.index] if a.kind == "op"
+                           else (a.value if a.weak else a.dtype.type(a.value)) for a in operands]
+                    _np_apply(name, ops, out)
+                    vals.append(out)
+                for r, (j, rn, _, _) in enumerate(ir.reds):
+                    v = vals[j]
+                    if rn == "sum":
+                        accs[r] = accs[r] + float(np.add.reduce(v))
+                    elif rn == "prod":
+                        accs[r] = accs[r] * float(np.multiply.reduce(v))
+                    elif rn == "max":
+                        accs[r] = float(np.maximum(accs[r], np.maximum.reduce(v)))
+                    else:
+                        accs[r] = float(np.minimum(accs[r], np.minimum.reduce(v)))
+        for r, acc in zip(reds, accs):
+            r[0] = acc
+
+
+def _np_apply(name, ops, out):
+    kind = SCALAR[name][0]
+    if name == "where":
+        c, a, b = ops
+        np.copyto(out, b, casting="unsafe")
+        np.copyto(out, a, casting="unsafe", where=c)
+    elif name == "clip":
+        np.clip(ops[0], ops[1], ops[2], out=out)
+    elif kind in ("ident", "cast"):
+        np.copyto(out, ops[0], casting="unsafe")
+    else:
+        getattr(np, "divide" if name == "true_divide" else name)(*ops, out=out)

@@ -314,7 +314,9 @@ def jit(fun=None, *, static_argnums=(), max_paths=MAX_PATHS, **options):
         traced more often runs eagerly from then on.
     **options
         Lowering options: ``fuse=False`` (NumPy calls only), ``vm=False``
-        (no small-value machine), ``parallel`` ("auto", True, False).
+        (no small-value machine), ``parallel`` ("auto", True, False),
+        ``executor`` ("auto", "fused", "blocked": the cost model's choice
+        between a fused loop and NumPy calls on blocks).
 
     Returns
     -------

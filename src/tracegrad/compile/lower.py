@@ -118,7 +118,8 @@ def lower(graph, options=None):
         if isinstance(u, Group):
             try:
                 step = build_kernel(graph, u, nconst, needed, add_const,
-                                    options.get("parallel", "auto"))
+                                    options.get("parallel", "auto"),
+                                    options.get("executor", "auto"))
             except Exception as e:  # a lowering gap: NumPy instead
                 warnings.warn(f"tracegrad.jit: could not compile a fused group ({e!r}); "
                               "running it with NumPy", RuntimeWarning, stacklevel=2)
