@@ -171,6 +171,10 @@ def _pull(tape, ins, treedef, out_leaves, out_def, out_vars, ct, free, nb=0):
                              f"{np.shape(o)}")
         seeds[v] = c if v not in seeds else seeds[v] + c
     cts = backward(tape, seeds, free=free)
+    if free:
+        # Nodes no cotangent reached still hold values (and, through their
+        # tags, the tape): drop them now rather than wait for the cyclic GC.
+        tape.nodes.clear()
     # batch axes of the cotangents (jacrev): also needed for the zero blocks of
     # inputs the output does not depend on
     batch = np.shape(ct_leaves[0])[:nb] if nb and ct_leaves else ()

@@ -64,3 +64,10 @@ class DegenerateDerivativeWarning(RuntimeWarning):
     (or a zero singular value) and dropped terms that multiplied a
     non-negligible (co)tangent: the result may be inaccurate. See the
     ``np.linalg`` section of :mod:`tracegrad.rules.linalg`."""
+
+
+class CheckpointError(TracegradError, RuntimeError):
+    """Recomputation would not reproduce the recorded program: a step is not
+    deterministic, a parameter array was modified in place between steps, or
+    a step function closes over a traced value instead of taking it as an
+    argument."""

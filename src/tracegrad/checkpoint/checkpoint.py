@@ -76,11 +76,7 @@ DEFAULT_SNAPSHOTS = 20
 _COLLECT = os.environ.get("TRACEGRAD_CHECKPOINT_GC", "1") != "0"
 
 
-class CheckpointError(errors.TracegradError, RuntimeError):
-    """Recomputation would not reproduce the recorded program: a step is not
-    deterministic, a parameter array was modified in place between steps, or
-    a step function closes over a traced value instead of taking it as an
-    argument."""
+CheckpointError = errors.CheckpointError
 
 
 # =============================================================================

@@ -70,7 +70,8 @@ class Primitive:
     """
 
     __slots__ = ("name", "impl", "vjp", "jvp", "partials", "singular", "nondiff",
-                 "nout", "save_args", "save_ans", "elementwise", "scalar", "doc")
+                 "nout", "save_args", "save_ans", "elementwise", "scalar", "doc",
+                 "const_partials")
 
     def __init__(self, name, impl, vjp=None, jvp=None, partials=None, singular=False,
                  nondiff=False, nout=1, save_args=True, save_ans=True, scalar=None,
@@ -79,16 +80,21 @@ class Primitive:
         self.impl = impl
         self.partials = partials
         self.elementwise = partials is not None
+        # add, subtract, negative...: the VJP needs no values at all
+        self.const_partials = partials is not None and not any(callable(p) for p in partials)
         self.vjp = vjp
         self.jvp = jvp
         self.singular = singular
         self.nondiff = nondiff
         self.nout = nout
         if partials is not None:
-            # Constant partials need nothing saved; callable ones get both.
-            needs = any(callable(p) for p in partials)
-            save_args = save_args and needs
-            save_ans = save_ans and needs
+            # Keep only what the partials read: `lambda ans, x, y: y` needs the
+            # inputs, `lambda ans, x: 1 - ans * ans` only the output. Memory of
+            # a long tape is mostly these saved values.
+            fns = [p for p in partials if callable(p)]
+            save_ans = save_ans and any(_reads(p, 0) for p in fns)
+            save_args = save_args and any(_reads(p, k) for p in fns
+                                          for k in range(1, len(partials) + 1))
         self.save_args = save_args
         self.save_ans = save_ans
         self.scalar = scalar
@@ -147,6 +153,21 @@ class ShapeDtype:
 
     def __repr__(self):
         return f"ShapeDtype({self.shape}, {self.dtype})"
+
+
+def _reads(fn, i):
+    """Whether ``fn`` reads its ``i``-th positional parameter (conservatively
+    True when that cannot be told from its code)."""
+    import dis
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_flags & 0x04 or i >= code.co_argcount:
+        return True
+    name = code.co_varnames[i]
+    if name in code.co_cellvars:
+        return True
+    return any(ins.opname.startswith("LOAD_FAST") and name in (
+        ins.argval if isinstance(ins.argval, tuple) else (ins.argval,))
+        for ins in dis.get_instructions(code))
 
 
 def register(prim):

@@ -20,6 +20,8 @@ def unbroadcast(c, shape, nb=0):
     extra = len(cshape) - target
     if extra > 0:
         c = np.sum(c, axis=tuple(range(nb, nb + extra)))
+        if type(c) is not TracedArray and type(c) is not np.ndarray:
+            c = np.asarray(c)  # a full sum of a plain array is a NumPy scalar
         cshape = c.shape
     elif extra < 0:
         return np.broadcast_to(c, cshape[:nb] + tuple(shape)) if nb else np.broadcast_to(c, shape)
@@ -57,17 +59,17 @@ def saved(node):
     whose values were not kept are ShapeDtype stand-ins."""
     args = node.args
     ans = node.ans
+    vers = node.vers
+    if type(ans) is TracedArray and ans._snaps is not None:
+        ans = saved_value(ans, vers[-1] if vers else 0)
     if args is None:
         return [ShapeDtype(*m) for m in node.meta], ans
-    vers = node.vers
     for a in args:
         if type(a) is TracedArray and a._snaps is not None:
             args = [saved_value(a, vers[i] if vers else 0)
                     if type(a) is TracedArray and a._snaps is not None else a
                     for i, a in enumerate(args)]
             break
-    if type(ans) is TracedArray and ans._snaps is not None:
-        ans = saved_value(ans, vers[-1] if vers else 0)
     return args, ans
 
 
@@ -120,8 +122,8 @@ def backward(tape, seeds, free=False):
                 continue
             ans = node.ans
             partials = prim.partials
-            if partials is not None and not prim.save_args:
-                # constant partials (add, subtract, negative...): no values needed
+            if prim.const_partials:
+                # add, subtract, negative...: no values needed
                 args = None
             else:
                 if mutated or node.args is None:
@@ -178,7 +180,11 @@ def backward(tape, seeds, free=False):
                     or c.shape != shape or c.dtype != dtype:
                 c = _fit(c, shape, dtype, nb)
             prev = cts.get(v)
-            cts[v] = c if prev is None else prev + c
+            if prev is not None:
+                c = prev + c
+                if c.__class__ is not TracedArray and c.__class__ is not np.ndarray:
+                    c = np.asarray(c)  # 0-d + 0-d gives a NumPy scalar
+            cts[v] = c
         if free:
             node.args = node.ans = None
     return cts

@@ -386,16 +386,17 @@ def roll(a, shift, axis=None):
     for s, ax in zip(np.atleast_1d(shifts).tolist(), np.atleast_1d(axes).tolist()):
         ax = ax % a.ndim
         total[ax] = total.get(ax, 0) + s
-    key = [slice(None)] * a.ndim
-    for ax, s in total.items():
-        n = a.shape[ax]
-        if n:
-            key[ax] = np.roll(np.arange(n), s)
-    # One axis at a time keeps each index a simple 1-D gather.
+    # Two slices and a concatenate per axis: the adjoint is slicing again,
+    # not the scatter-add an index gather would need.
     out = a
-    for ax, k in enumerate(key):
-        if isinstance(k, np.ndarray):
-            out = out[(slice(None),) * ax + (k,)]
+    for ax, s in sorted(total.items()):
+        n = a.shape[ax]
+        if not n or not s % n:
+            continue
+        k = s % n
+        head = (slice(None),) * ax
+        out = concatenate([out[head + (slice(n - k, None),)], out[head + (slice(0, n - k),)]],
+                          axis=ax)
     return out
 
 
