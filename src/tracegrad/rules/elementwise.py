@@ -186,7 +186,11 @@ UFUNC_PRIMS[np.conjugate] = defprim(
     jvp=(lambda t, ans, x: np.conjugate(t),),
     save_args=False, save_ans=False)
 
-# np.mod is np.remainder and np.true_divide is np.divide (same ufunc objects).
+# np.mod is np.remainder and np.true_divide is np.divide (same ufunc objects),
+# but np.radians / np.degrees are ufuncs of their own that compute exactly
+# what deg2rad / rad2deg compute: route them to the same primitives.
+UFUNC_PRIMS[np.radians] = UFUNC_PRIMS[np.deg2rad]
+UFUNC_PRIMS[np.degrees] = UFUNC_PRIMS[np.rad2deg]
 
 NONDIFF = [
     np.floor_divide, np.sign, np.floor, np.ceil, np.trunc, np.rint, np.heaviside, np.signbit,

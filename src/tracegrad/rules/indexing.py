@@ -218,6 +218,27 @@ def take(a, indices, axis=None, out=None, mode="raise"):
     return a[(slice(None),) * axis + (indices,)]
 
 
+@defhandler(np.compress)
+def compress(condition, a, axis=None, out=None):
+    # also reached from TracedArray.compress; a gather of the selected slices
+    if out is not None:
+        from ..core.array import _inplace_error
+        raise _inplace_error("np.compress(..., out=...)")
+    cond = np.asarray(concrete(condition, "index"))
+    if cond.ndim != 1:
+        raise ValueError("condition must be a 1-d array")
+    a = a if isinstance(a, np.ndarray) else np.asarray(a)
+    if axis is None:
+        a = np.ravel(a)
+        axis = 0
+    n = a.shape[axis]
+    if cond.size > n:
+        if np.any(cond[n:]):
+            raise IndexError(f"index {n} is out of bounds for axis {axis} with size {n}")
+        cond = cond[:n]
+    return take(a, np.flatnonzero(cond), axis=axis)
+
+
 # --- where / clip --------------------------------------------------------------
 def _where_x(t, ans, cond, x, y):
     nb = t.ndim - np.ndim(x)
@@ -253,12 +274,14 @@ def _clip_x(ans, x, lo, hi):
     return ((x >= lo) & (x <= hi)).astype(np.result_type(ans))
 
 
+# clip(x, lo, hi) = minimum(maximum(x, lo), hi): when lo > hi every value is
+# hi (NumPy's documented behaviour), so hi, not lo, gets the derivative.
 def _clip_lo(ans, x, lo, hi):
-    return (x < lo).astype(np.result_type(ans))
+    return ((x < lo) & (lo <= hi)).astype(np.result_type(ans))
 
 
 def _clip_hi(ans, x, lo, hi):
-    return ((x > hi) & ~(x < lo)).astype(np.result_type(ans))
+    return ((x > hi) | (lo > hi)).astype(np.result_type(ans))
 
 
 defprim("clip", np.clip, partials=(_clip_x, _clip_lo, _clip_hi))

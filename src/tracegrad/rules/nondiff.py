@@ -16,7 +16,7 @@ _FUNCS = [
     np.flatnonzero, np.count_nonzero, np.searchsorted, np.isclose, np.allclose, np.array_equal,
     np.array_equiv, np.any, np.all, np.result_type, np.iscomplexobj, np.isrealobj,
     np.isreal, np.iscomplex, np.may_share_memory, np.shares_memory, np.digitize,
-    np.around, np.round, np.fix, np.argpartition, np.lexsort, np.sort_complex,
+    np.around, np.round, np.fix, np.argpartition, np.lexsort,
     np.can_cast, np.min_scalar_type,
     np.unravel_index, np.ravel_multi_index, np.tril_indices_from, np.triu_indices_from,
     np.diag_indices_from, np.packbits, np.unpackbits, np.isin, np.bincount, np.histogram,
@@ -54,8 +54,62 @@ def _make(func):
     return handler
 
 
+_HANDLERS = {}
 for _f in _FUNCS:
-    defhandler(_f)(_make(_f))
+    _HANDLERS[_f] = _make(_f)
+    if _f not in (np.histogram, np.histogram_bin_edges):
+        defhandler(_f)(_HANDLERS[_f])
+
+
+# --- histogram: the counts have no derivative, the bin edges do ---------------------------
+def _traced_edges(edges, a, bins, range):
+    """NumPy's bin ``edges`` (plain), carrying the derivative they have when
+    they are computed from traced data: explicit ``bins`` are the edges;
+    otherwise the edges are spaced evenly between ``range`` or
+    ``(min(a), max(a))``, i.e. linear in those two values."""
+    if type(bins) is TracedArray:
+        return np.copy(bins)
+    if not (isinstance(bins, (int, np.integer, str)) or np.ndim(bins) == 0):
+        return edges
+    if range is not None:
+        first, last = range
+    elif np.size(a):
+        first, last = np.min(a), np.max(a)
+    else:
+        return edges
+    if type(first) is not TracedArray and type(last) is not TracedArray:
+        return edges
+    s = np.linspace(0.0, 1.0, edges.size).astype(edges.dtype)
+    # the value stays NumPy's exactly: the traced shift is (x - x) == 0
+    shift = (first - _plain(first)) * (1 - s) + (last - _plain(last)) * s
+    return edges + shift
+
+
+@defhandler(np.histogram_bin_edges)
+def histogram_bin_edges(a, bins=10, range=None, weights=None):
+    edges = _HANDLERS[np.histogram_bin_edges](a, bins=bins, range=range, weights=weights)
+    return _traced_edges(edges, a, bins, range)
+
+
+@defhandler(np.histogram)
+def histogram(a, bins=10, range=None, density=None, weights=None):
+    n, edges = _HANDLERS[np.histogram](a, bins=bins, range=range, weights=weights)
+    traced = _traced_edges(edges, a, bins, range)
+    if density:
+        # NumPy: n / db / n.sum(), with db the (now traced) bin widths
+        n = np.asarray(n)
+        return n / np.diff(traced).astype(float) / n.sum(), traced
+    return n, traced
+
+
+@defhandler(np.sort_complex)
+def sort_complex(a):
+    # Not a nondiff function: the result is a permutation of the values, so
+    # it differentiates like np.sort (a gather), then the cast to complex.
+    a = a if isinstance(a, np.ndarray) else np.asarray(a)
+    r = np.sort(a, axis=-1)
+    dt = np.sort_complex(np.zeros(0, a.dtype)).dtype
+    return r if r.dtype == dt else r.astype(dt)
 
 
 def _buffer(r, a):
