@@ -372,3 +372,42 @@ def test_closure_constants_are_captured_by_value():
     np.testing.assert_array_equal(jf(np.ones(2)), [1.0, 2.0])
     c[0] = 10.0  # like JAX: the trace saw the old value
     np.testing.assert_array_equal(jf(np.ones(2)), [1.0, 2.0])
+
+
+def test_threads_share_plans():
+    import threading
+    f = tg.value_and_grad(lambda x: np.sum(np.tanh(x) * x ** 2))
+    jf = jit(f)
+    xs = [rng(s).standard_normal(50) for s in range(8)]
+    jf(xs[0])
+    errors = []
+
+    def work(x):
+        try:
+            for _ in range(20):
+                assert_same(jf(x), f(x))
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(x,)) for x in xs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    assert jf.stats["traces"] == 1
+
+
+def test_methods_and_kwargs():
+    class Model:
+        def __init__(self, w):
+            self.w = w
+
+        @jit
+        def loss(self, x, scale=1.0):
+            return np.sum((x * self.w) ** 2) * scale
+
+    m = Model(np.arange(3.0))
+    x = np.ones(3)
+    assert m.loss(x) == 5.0 and m.loss(x, scale=2.0) == 10.0
+    assert m.loss(x * 2) == 20.0

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import njit
 
-_opts = dict(cache=True, error_model="numpy", inline="always")
+_opts = dict(cache=True, error_model="numpy")
 
 
 @njit(**_opts)
