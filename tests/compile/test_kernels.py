@@ -13,15 +13,15 @@ import pytest
 
 import tracegrad as tg
 from tracegrad.compile import cache, jit
-from tracegrad.compile.codegen import SCALAR
+from tracegrad.compile.codegen import BOOL_ONLY, SCALAR
 
 EDGE = [-np.inf, -3.5, -1.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 7.5, 1e300, np.inf, np.nan]
 UNARY = [n for n, (k, _) in SCALAR.items()
          if hasattr(np, n) and isinstance(getattr(np, n), np.ufunc) and getattr(np, n).nin == 1
-         and k in ("arith", "pred", "logic")]
+         and k in ("arith", "pred", "logic") and n not in BOOL_ONLY]
 BINARY = [n for n, (k, _) in SCALAR.items()
           if hasattr(np, n) and isinstance(getattr(np, n), np.ufunc) and getattr(np, n).nin == 2
-          and n not in ("true_divide",)]
+          and n not in ("true_divide",) and n not in BOOL_ONLY]
 
 
 def _kernels(jf):

@@ -156,3 +156,12 @@ def test_lorenz_gradient_in_the_machine():
     n = int(steps[0][3:].split()[0])
     # getitem / reshape / copies alias buffer ranges: fewer instructions than nodes
     assert n < 150 * 200
+
+
+def test_bool_bitwise_ops_and_int_bitwise_stays_numpy():
+    x = np.arange(10.0) - 4.5
+    f = lambda x: ((x > 0) & (x < 3), (x > 0) | ~(x < -2), (x > 1) ^ (x > 2))  # noqa: E731
+    _run(f, x)
+    ji = jit(lambda x, i: x[(i & 3) == 1] * 1.0)
+    i = np.arange(10)
+    np.testing.assert_array_equal(ji(x, i), x[(i & 3) == 1])

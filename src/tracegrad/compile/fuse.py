@@ -23,7 +23,7 @@ intermediate array ever written to memory.
 import numpy as np
 
 from . import cache
-from .codegen import REDUCE, SCALAR, KernelIR, Operand, kernel_source, ok_dtype
+from .codegen import BOOL_ONLY, REDUCE, SCALAR, KernelIR, Operand, kernel_source, ok_dtype
 from .plan import Step
 
 _ndarray = np.ndarray
@@ -63,11 +63,21 @@ def ew_fusable(graph, node):
         return False
     if node.params and name not in ("astype", "broadcast_to"):
         return False
+    if name in BOOL_ONLY and not _all_bool(graph, node):
+        return False
     for r in node.ins:
         if r >= 0:
             if not ok_dtype(graph.avals[r][1]):
                 return False
         elif not _const_ok(graph.const(r)):
+            return False
+    return True
+
+
+def _all_bool(graph, node):
+    for r in node.ins:
+        dt = graph.avals[r][1] if r >= 0 else np.result_type(graph.const(r))
+        if dt.kind != "b":
             return False
     return True
 

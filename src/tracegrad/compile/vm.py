@@ -29,7 +29,7 @@ complex programs use kernels and NumPy.
 import numpy as np
 
 from . import cache
-from .codegen import SCALAR
+from .codegen import BOOL_ONLY, SCALAR
 from .plan import Step
 
 #: largest array (elements) kept in the machine
@@ -195,6 +195,10 @@ def vm_ok(graph, node):
     if kind is not None:
         if node.params and name != "astype":
             return False
+        if name in BOOL_ONLY:
+            from .fuse import _all_bool
+            if not _all_bool(graph, node):
+                return False
         if kind in ("arith", "select"):
             return out_dt == _F64
         if kind in ("cmp", "logic", "pred"):
