@@ -49,7 +49,10 @@ Options of :func:`case`:
 ``rtol32``             float32 tolerance (default ``1e-4``)
 
 One primitive may have any number of cases (one per family of NumPy
-functions), and one case may name several primitives. Primitives marked
+functions), and one case may name several primitives. A new rule module may
+keep its cases in ``tests/rules/cases_<family>.py`` (``from cases import case,
+nondiff_case``): every such file beside this one is imported at the end of
+this module, so its cases join the tables and test_registry.py runs them. Primitives marked
 ``nondiff`` (comparisons, rounding, ``nondiff.*`` queries) go in
 :data:`NONDIFF_CASES` instead: ``fun(x)`` there is checked to return NumPy's
 plain value and to carry no derivative.
@@ -387,7 +390,7 @@ def sum_(d):
     if variant == "mean":
         return (lambda x: np.mean(x, axis=ax, keepdims=kd)), (x,)
     if variant == "where":
-        m = d.mask(d.shapes(1, max_dims=len(s))[0] if s else ())
+        m = d.mask(_value_shape(d, s))   # broadcasts against x
         return (lambda x: np.sum(x, axis=ax, keepdims=kd, where=m)), (x,)
     if variant == "initial":
         return (lambda x: np.sum(x, axis=ax, keepdims=kd, initial=0.5)), (x,)
@@ -508,6 +511,8 @@ def getitem_int_arrays(d):
     if v == "first" or (n < 2 and v in ("second", "pair", "mixed")) or (n < 3 and
                                                                          v == "separated"):
         idx = d.index(s[0], d.shape(max_dims=2))
+        if idx.ndim == 1:
+            idx = np.concatenate([idx, idx[:1], idx])   # repeats, for certain
         key = idx
     elif v == "second":
         key = (slice(None), d.index(s[1], d.shape(max_dims=2)))
@@ -617,7 +622,7 @@ def scatter_diag(d):
 def scatter_transpose(d):
     """The transpose of getitem, reached as a vjp inside the function."""
     s = d.shape(min_dims=1)
-    x0 = np.zeros(s, d.dtype)
+    x0 = np.zeros(s)
     key = d.choice([
         d.index(s[0], d.shape(max_dims=2)),                               # repeats add up
         d(basic_indices(s, allow_newaxis=True, allow_ellipsis=True)),
@@ -626,7 +631,8 @@ def scatter_transpose(d):
     out_shape = x0[key].shape
 
     def f(g):
-        return tg.vjp(lambda x: x[key], x0)[1](g)[0]
+        # the zeros take g's dtype: float64 for the finite differences
+        return tg.vjp(lambda x: x[key], x0.astype(g.dtype))[1](g)[0]
     return f, (d.array(out_shape),)
 
 
@@ -653,9 +659,9 @@ def take_along_(d):
 def scatter_along_(d):
     """The transpose of take_along, reached as a vjp inside the function."""
     s, ax, idx = _along_args(d)
-    x0 = np.zeros(s, d.dtype)
 
     def f(g):
+        x0 = np.zeros(s, g.dtype)
         return tg.vjp(lambda x: np.take_along_axis(x, idx, axis=ax), x0)[1](g)[0]
     return f, (d.array(idx.shape),)
 

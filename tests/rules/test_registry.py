@@ -29,9 +29,18 @@ from tracegrad.core.pytree import tree_flatten, tree_unflatten
 
 from cases import ALL_CASES, ALL_NONDIFF, CASES, F32, F64, NONDIFF_CASES, Draw
 
-_N = settings.default.max_examples
-#: the Hessian tests are the expensive ones: half the examples
-_SECOND = settings(max_examples=max(1, _N // 2))
+
+def _share(frac):
+    """A fraction of the profile's examples (conftest.py sets 25 by default,
+    "thorough" 300): every case runs through every check, and the run stays
+    within a few minutes. Finite differences get them all."""
+    return settings(max_examples=max(2, round(settings.default.max_examples * frac)))
+
+
+_DOT = _share(1 / 2)
+_BATCHED = _share(1 / 2)
+_SECOND = _share(1 / 3)
+_NONDIFF = _share(1 / 5)
 
 SECOND_ORDER = [c for c in ALL_CASES if c.second_order]
 
@@ -163,6 +172,7 @@ def test_reverse_matches_finite_differences(case):
 # --- forward against reverse -----------------------------------------------------------------
 @pytest.mark.parametrize("case", ALL_CASES, ids=_ids)
 def test_forward_reverse_dot_product(case):
+    @_DOT
     @given(data=st.data())
     def run(data):
         fun, args, rng = build(case, data, F64)
@@ -197,6 +207,7 @@ def _contract_in(J, us):
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=_ids)
 def test_batched_jacobians(case):
+    @_BATCHED
     @given(data=st.data())
     def run(data):
         fun, args, rng = build(case, data, F64, small=True)
@@ -315,6 +326,7 @@ def _assert_same(got, ref):
 
 
 @pytest.mark.parametrize("case", ALL_NONDIFF, ids=_ids)
+@_NONDIFF
 @given(data=st.data())
 def test_nondiff_plain_values_no_derivative(case, data):
     d = Draw(data)
