@@ -209,69 +209,84 @@ def _einsum_vjp(i, g, ans, *ops, ins, out, optimize):
     nb = g.ndim - ans.ndim
     bl = _fresh(used, nb)
     used |= set(bl)
-    target = ins[i]
-    # Letters repeated inside operand i (a diagonal like 'ii') cannot be an
-    # einsum output: produce each once, then embed with identity matrices.
-    seen = []
-    dup = []
-    for c in target.replace("...", "."):
-        if c == ".":
-            seen.append(c)
-            continue
-        if c in seen:
-            dup.append(c)
-        seen.append(c)
+    target = ins[i].replace("...", ".")  # '.' stands for all the ellipsis axes
     other_ins = [ins[j] for j in range(len(ins)) if j != i]
     other_ops = [ops[j] for j in range(len(ops)) if j != i]
-    if not dup:
-        res_sub = bl + target
-        # letters of operand i absent from the other operands and the output
-        # were summed in the forward pass: they come back by broadcasting.
-        present = set("".join(other_ins) + out)
-        missing = [c for c in target.replace("...", "") if c not in present]
-        if missing:
-            sub_core = "".join(c for c in target if c not in missing)
-            r = np.einsum(",".join([bl + out] + other_ins) + "->" + bl + sub_core, g, *other_ops)
-            # re-insert the missing axes, broadcast to the operand's shape
-            shape_map = _letter_sizes(ins, ops)
-            full = []
-            it = iter(r.shape[nb:])
-            tgt = target
-            if "..." in tgt:
-                pre, post = tgt.split("...")
-                ell = ops[i].ndim - len(pre) - len(post)
-                letters = list(pre) + ["."] * ell + list(post)
-            else:
-                letters = list(tgt)
-            for c in letters:
-                full.append(1 if c in missing else next(it))
-            r = np.reshape(r, r.shape[:nb] + tuple(full))
-            return np.broadcast_to(r, r.shape[:nb] + ops[i].shape)
-        return np.einsum(",".join([bl + out] + other_ins) + "->" + res_sub, g, *other_ops)
-    uniq = []
-    for c in target.replace("...", "."):
-        if c not in uniq or c == ".":
-            uniq.append(c)
-    uniq_sub = "".join(uniq).replace(".", "...")
-    r = np.einsum(",".join([bl + out] + other_ins) + "->" + bl + uniq_sub, g, *other_ops)
-    # rename repeated occurrences and tie them with identities
-    fresh = iter(_fresh(used, len(target)))
-    seen2 = set()
-    renamed = []
-    eyes = []
-    for c in target.replace("...", "."):
-        if c != "." and c in seen2:
-            f = next(fresh)
-            renamed.append(f)
-            eyes.append(c + f)
-        else:
-            renamed.append(c)
-            seen2.add(c)
+    present = set("".join(other_ins) + out)
+    uniq = list(dict.fromkeys(target))
+
+    def sub(cs):
+        return "".join(cs).replace(".", "...")
+    # Each letter is produced once (a letter repeated inside operand i, 'ii',
+    # is a diagonal: embedded with identities below), and only when the
+    # output or another operand carries it (an einsum output letter must
+    # appear in an input); letters summed away in the forward pass ('ii->',
+    # 'ij->j') come back by broadcasting.
+    keep = [c for c in uniq if c in present]
+    # NumPy never sums ellipsis axes away: when operand i has none, produce
+    # them and sum them here
+    ell_sum = "." in present and "." not in target
+    r = np.einsum(",".join([bl + out] + other_ins) + "->" + bl + ("..." if ell_sum else "")
+                  + sub(keep), g, *[np.conjugate(o) if np.iscomplexobj(o) else o
+                                for o in other_ops])
+    if ell_sum and r.ndim - nb - len(keep):
+        r = np.sum(r, axis=tuple(range(nb, r.ndim - len(keep))))
+    shape = np.shape(ops[i])
+    ell = ()
+    if "." in target:
+        pre, post = target.split(".")
+        ell = shape[len(pre):len(shape) - len(post)]
+    if "." in keep:
+        # the ellipsis axes of r are broadcast over every operand: sum them
+        # down to operand i's own (broadcasting in the middle of the axes is
+        # more than the walker's unbroadcast undoes)
+        p = nb + keep.index(".")
+        extra = r.ndim - nb - (len(keep) - 1) - len(ell)
+        if extra > 0:
+            r = np.sum(r, axis=tuple(range(p, p + extra)))
+        axes = tuple(p + k for k, s in enumerate(ell) if s == 1 and r.shape[p + k] != 1)
+        if axes:
+            r = np.sum(r, axis=axes, keepdims=True)
     sizes = _letter_sizes(ins, ops)
-    eye_ops = [np.eye(sizes[e[0]], dtype=r.dtype if r.dtype.kind in "fc" else float)
-               for e in eyes]
-    spec = ",".join([bl + uniq_sub] + eyes) + "->" + bl + "".join(renamed).replace(".", "...")
-    return np.einsum(spec, r, *eye_ops)
+    if len(keep) != len(uniq):
+        kshape, fshape = [], []
+        it = iter(r.shape[nb:])
+        for c in uniq:
+            if c == ".":
+                if c in keep:
+                    dims = [next(it) for _ in ell]
+                    kshape += dims
+                    fshape += dims
+                else:
+                    kshape += [1] * len(ell)
+                    fshape += list(ell)
+            elif c in keep:
+                n = next(it)
+                kshape.append(n)
+                fshape.append(n)
+            else:
+                kshape.append(1)
+                fshape.append(sizes[c])
+        lead = tuple(r.shape[:nb])
+        r = np.broadcast_to(np.reshape(r, lead + tuple(kshape)), lead + tuple(fshape))
+    if len(uniq) != len(target):
+        # rename repeated occurrences and tie them with identities
+        fresh = iter(_fresh(used, len(target)))
+        seen = set()
+        renamed = []
+        eyes = []
+        for c in target:
+            if c != "." and c in seen:
+                f = next(fresh)
+                renamed.append(f)
+                eyes.append(c + f)
+            else:
+                renamed.append(c)
+                seen.add(c)
+        eye_ops = [np.eye(sizes[e[0]], dtype=r.dtype if r.dtype.kind in "fc" else float)
+                   for e in eyes]
+        r = np.einsum(",".join([bl + sub(uniq)] + eyes) + "->" + bl + sub(renamed), r, *eye_ops)
+    return r
 
 
 def _letter_sizes(ins, ops):
