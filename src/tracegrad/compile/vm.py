@@ -168,21 +168,35 @@ _SCALAR_TYPES = (bool, int, float, np.bool_, np.integer, np.floating)
 _size = __import__("math").prod
 
 
-def vm_ok(graph, node):
-    """Whether the machine runs ``node`` (small, real, supported)."""
+def small_values(graph):
+    """Per variable: can the machine hold it (size and dtype)? Computed once
+    per graph, so :func:`vm_ok` only looks values up."""
+    memo = {}
+    out = []
+    for shape, dt in graph.avals:
+        ok = memo.get(dt)
+        if ok is None:
+            ok = memo[dt] = _ok_dtype(dt)
+        out.append(ok and 0 < _size(shape) <= VM_MAX)
+    return out
+
+
+def vm_ok(graph, node, small=None):
+    """Whether the machine runs ``node`` (small, real, supported); ``small``
+    is :func:`small_values` of the graph."""
     outs = node.outs
     if len(outs) != 1:
         return False
+    if small is None:
+        small = small_values(graph)
     name = node.prim.name
     avals = graph.avals
-    oshape, out_dt = avals[outs[0]]
-    n = _size(oshape)
-    if n > VM_MAX or n == 0 or not (out_dt == _F64 or _ok_dtype(out_dt)):
+    if not small[outs[0]]:
         return False
+    out_dt = avals[outs[0]][1]
     for r in node.ins:
         if r >= 0:
-            shape, dt = avals[r]
-            if not (dt == _F64 or _ok_dtype(dt)) or _size(shape) > VM_MAX:
+            if not small[r]:
                 return False
         else:
             c = graph.const(r)
