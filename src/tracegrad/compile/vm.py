@@ -123,7 +123,10 @@ def _leaf(name):
 
 
 def vm_source():
-    """Source of the interpreter: a balanced if-tree over the opcodes."""
+    """Source of the interpreter. Elementwise opcodes share one element loop
+    (a balanced if-tree inside it picks the expression): far less code for
+    numba to compile than a loop per opcode, and the machine's arrays are
+    small, so dispatching per element costs about the same."""
     out = ["import math", "import numpy as np", "from numba import njit",
            "from tracegrad.compile import rt", "", "",
            "@njit(cache=True, error_model='numpy', nogil=True)",
@@ -133,18 +136,27 @@ def vm_source():
            "        a = code[pc, 3]", "        sa = code[pc, 4]", "        b = code[pc, 5]",
            "        sb = code[pc, 6]", "        c = code[pc, 7]", "        sc = code[pc, 8]",
            "        p = code[pc, 9]"]
+    nelem = len(UNARY) + len(BINARY) + len(TERNARY)
 
-    def tree(lo, hi, ind):
+    def tree(lo, hi, ind, leaf):
         if hi - lo == 1:
-            out.extend(ind + ln for ln in _leaf(OPS[lo]))
+            out.extend(ind + ln for ln in leaf(OPS[lo]))
             return
         mid = (lo + hi) // 2
         out.append(f"{ind}if op < {mid}:")
-        tree(lo, mid, ind + "    ")
+        tree(lo, mid, ind + "    ", leaf)
         out.append(f"{ind}else:")
-        tree(mid, hi, ind + "    ")
+        tree(mid, hi, ind + "    ", leaf)
 
-    tree(0, len(OPS), "        ")
+    out += [f"        if op < {nelem}:",
+            "            for j in range(n):",
+            "                x = buf[a + j * sa]",
+            "                y = buf[b + j * sb]",
+            "                z = buf[c + j * sc]"]
+    tree(0, nelem, "                ", lambda name: [f"r = {_EXPR[name]}"])
+    out.append("                buf[o + j] = r")
+    out.append("        else:")
+    tree(nelem, len(OPS), "            ", _leaf)
     return "\n".join(out) + "\n"
 
 
