@@ -404,7 +404,8 @@ defprim("setitem", _setitem_impl, vjp=(_setitem_vjp_x, _setitem_vjp_v), jvp=_set
 
 def _add_at_impl(x, v, key):
     r = np.array(x, copy=True)
-    np.add.at(r, key, v)
+    # full-shape values: see _add_at on NumPy's ufunc.at broadcasting bug
+    np.add.at(r, key, np.broadcast_to(v, _region_shape(r.shape, key)))
     return r
 
 
@@ -460,14 +461,21 @@ def _add_at(a, indices, b, negate=False):
             escape("escape", "np.add.at(<plain ndarray>, ..., <traced>) writes a traced value "
                    "into a plain array, which drops its derivative; make the destination a "
                    "traced array (np.zeros_like(x)).", depth=4)
-        np.add.at(a, concrete(indices, "index") if not isinstance(indices, tuple) else tuple(
-            concrete(i, "index") for i in indices), -b._v if negate else
-            (b._v if type(b) is TracedArray else b))
+        idx = concrete(indices, "index") if not isinstance(indices, tuple) else tuple(
+            concrete(i, "index") for i in indices)
+        bv = b._v if type(b) is TracedArray else np.asarray(b)
+        np.add.at(a, idx, np.broadcast_to(-bv if negate else bv, _region_shape(a.shape, idx)))
         return
     key = normalize_key(indices, a.ndim)
     b = _as_value(b)
     if negate:
         b = np.negative(b)
+    # NumPy 2.4's ufunc.at adds wrong values (reading past the buffer) when
+    # the values need broadcasting to more dimensions (a 1-D target, a 2-D
+    # index, 1-D values): hand it values of the full region's shape.
+    region = _region_shape(a.shape, key)
+    if np.shape(b) != region:
+        b = np.broadcast_to(b, region)
     write(a, key, b, PRIMITIVES["add_at"], op="add")
 
 
