@@ -21,8 +21,9 @@ them) executes instructions over it at a few nanoseconds each:
   ``max``, ``min``, ``prod`` over any axes, driven by an index map;
 * small ``matmul``.
 
-Values are float64 in the buffer; bool and integer values are stored exactly
-(integers below 2**53) and converted back when they leave. Only operations
+Values are float64 in the buffer; bool and integer values up to 32 bits are
+stored exactly and converted back when they leave (64-bit integers stay in
+NumPy). Only operations
 whose NumPy result is float64 (or bool for comparisons) run here; float32 and
 complex programs use kernels and NumPy.
 """
@@ -41,8 +42,8 @@ _F64 = np.dtype(np.float64)
 
 
 def _ok_dtype(dt):
-    return dt == _F64 or dt.kind == "b" or (dt.kind in "iu" and dt.itemsize <= 4) or \
-        dt == np.dtype(np.int64)
+    # 64-bit integers would not survive the float64 buffer exactly above 2**53
+    return dt == _F64 or dt.kind == "b" or (dt.kind in "iu" and dt.itemsize <= 4)
 
 
 # --- opcodes ---------------------------------------------------------------------
