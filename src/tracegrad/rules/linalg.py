@@ -45,15 +45,21 @@ def _g_promoted(g, a, b):
     return g
 
 
+def _cj(x):
+    # Complex operands pull back through their conjugate (the convention of
+    # the elementwise rules: cotangent g * conj(d out / d in)).
+    return np.conjugate(x) if np.iscomplexobj(x) else x
+
+
 def _matmul_vjp_a(g, ans, a, b):
     a1, b1 = _promote(a, b)
-    r = np.matmul(_g_promoted(g, a, b), _sw(b1))
+    r = np.matmul(_g_promoted(g, a, b), _sw(_cj(b1)))
     return r[..., 0, :] if a.ndim == 1 else r
 
 
 def _matmul_vjp_b(g, ans, a, b):
     a1, b1 = _promote(a, b)
-    r = np.matmul(_sw(a1), _g_promoted(g, a, b))
+    r = np.matmul(_sw(_cj(a1)), _g_promoted(g, a, b))
     return r[..., 0] if b.ndim == 1 else r
 
 
@@ -227,8 +233,7 @@ def _einsum_vjp(i, g, ans, *ops, ins, out, optimize):
     # them and sum them here
     ell_sum = "." in present and "." not in target
     r = np.einsum(",".join([bl + out] + other_ins) + "->" + bl + ("..." if ell_sum else "")
-                  + sub(keep), g, *[np.conjugate(o) if np.iscomplexobj(o) else o
-                                for o in other_ops])
+                  + sub(keep), g, *[_cj(o) for o in other_ops])
     if ell_sum and r.ndim - nb - len(keep):
         r = np.sum(r, axis=tuple(range(nb, r.ndim - len(keep))))
     shape = np.shape(ops[i])
@@ -430,11 +435,7 @@ array([[ 0.6, -0.2],
 """
 
 
-class DegenerateDerivativeWarning(RuntimeWarning):
-    """A linear-algebra derivative met repeated eigenvalues or singular values
-    (or a zero singular value) and dropped terms that multiplied a
-    non-negligible (co)tangent: the result may be inaccurate. See the
-    ``np.linalg`` section of :mod:`tracegrad.rules.linalg`."""
+from ..errors import DegenerateDerivativeWarning  # noqa: E402,F401  (raised below)
 
 
 import operator  # noqa: E402
