@@ -29,12 +29,17 @@ class TracedArray(np.ndarray):
     """
 
     __array_priority__ = 100.0
-    # Mutation bookkeeping (see core.tape.Alias); class defaults keep the
-    # common, never-mutated array free of per-instance cost.
-    _al = None        # alias group when the buffer is shared or was written
-    _chain = ()       # view primitives deriving this array from the group root
-    _alver = 0        # group version at which _tg was last valid
-    _snaps = None     # [(version, old value)] kept for saved values overwritten
+    # Slots, not an instance dict: attribute access on an ndarray subclass
+    # with a __dict__ costs several hundred instructions (no specialisation,
+    # no managed dict), and these are read on every traced operation.
+    #   _v      plain ndarray view of the buffer
+    #   _tg     {level: payload}
+    #   _al     alias group (core.tape.Alias) once the buffer is shared or
+    #           written, else None; then also:
+    #   _chain  view primitives deriving this array from the group root
+    #   _alver  group version at which _tg was last valid
+    #   _snaps  [(version, old value)] kept for saved values overwritten, or None
+    __slots__ = ("_v", "_tg", "_al", "_chain", "_alver", "_snaps")
 
     # --- NumPy protocols -------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -362,6 +367,7 @@ def wrap(value, tags):
     t = value.view(TracedArray)
     t._v = value
     t._tg = tags
+    t._al = t._snaps = None
     return t
 
 
@@ -403,6 +409,7 @@ def bind(prim, args, params):
             t = out.view(TracedArray)
             t._v = out
             t._tg = {}
+            t._al = t._snaps = None
             _register_view(t, args[0], prim, params)
             return t
         return out
@@ -425,6 +432,7 @@ def bind(prim, args, params):
         t = out.view(TracedArray)
         t._v = out
         t._tg = tags = {}
+        t._al = t._snaps = None
         if out.base is not None and prim.name in VIEW_PRIMS:
             _register_view(t, args[0], prim, params)
         for lv in lvls:
@@ -437,6 +445,7 @@ def bind(prim, args, params):
         t = o.view(TracedArray)
         t._v = o
         t._tg = {}
+        t._al = t._snaps = None
         outs.append(t)
     outs = tuple(outs)
     for lv in lvls:
@@ -476,6 +485,8 @@ def _new_group(root):
     keeps a snapshot of the value those nodes saw."""
     from .tape import Alias
     R = Alias(root)
+    root._chain = ()
+    root._alver = 0
     if _tape_active():
         R.watch[id(root)] = root
     return R

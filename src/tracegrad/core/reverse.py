@@ -60,7 +60,9 @@ def saved(node):
     args = node.args
     ans = node.ans
     vers = node.vers
-    if type(ans) is TracedArray and ans._snaps is not None:
+    if type(ans) is tuple and type(node.out) is int:
+        ans = ShapeDtype(*ans)
+    elif type(ans) is TracedArray and ans._snaps is not None:
         ans = saved_value(ans, vers[-1] if vers else 0)
     if args is None:
         return [ShapeDtype(*m) for m in node.meta], ans
@@ -122,19 +124,27 @@ def backward(tape, seeds, free=False):
                 continue
             ans = node.ans
             partials = prim.partials
-            if prim.const_partials:
-                # add, subtract, negative...: no values needed
-                args = None
+            if partials is not None and type(ans) is tuple:
+                # an elementwise rule that does not read its output
+                nb = g.ndim - len(ans[0])
+                ans = None
+                if prim.const_partials:
+                    args = None   # add, subtract, negative...: no values needed
+                else:
+                    args = node.args if not mutated and node.args is not None else \
+                        saved(node)[0]
+                    if plain:
+                        args = [a._v if type(a) is TracedArray else a for a in args]
             else:
-                if mutated or node.args is None:
+                if mutated or node.args is None or type(ans) is tuple:
                     args, ans = saved(node)
                 else:
                     args = node.args
                 if plain:
                     args = [a._v if type(a) is TracedArray else a for a in args]
-            if plain and type(ans) is TracedArray:
-                ans = ans._v
-            nb = g.ndim - ans.ndim
+                    if type(ans) is TracedArray:
+                        ans = ans._v
+                nb = g.ndim - ans.ndim
         else:
             partials = None
             gs = [pop(v, None) if v >= 0 else None for v in out]
@@ -161,10 +171,15 @@ def backward(tape, seeds, free=False):
                 p = partials[i]
                 if p is None:
                     continue
-                if p == 1 and not callable(p):
-                    c = g
-                else:
+                if not callable(p):
+                    c = g if p == 1 else (-g if p == -1 else g * p)
+                elif prim.singular:
                     c = elementwise_vjp(prim, i, g, ans, args)
+                else:
+                    d = p(ans, *args)
+                    if d.__class__ is not np.ndarray and d.__class__ is not TracedArray:
+                        d = np.asarray(d)
+                    c = g * (np.conjugate(d) if d.dtype.kind == "c" else d)
             else:
                 rule = prim.vjp[i] if i < len(prim.vjp) else None
                 if rule is None:

@@ -169,6 +169,7 @@ def _versions(prim, args, ans):
 
 
 _SCALAR = ((), None)
+_new = object.__new__
 
 
 def _where():
@@ -225,12 +226,21 @@ def _record(self, prim, args, t, params, tags):
     tags[self] = v
     # Values a rule does not need are not kept alive: only their shapes
     # (in meta) are, and the walker hands the rule ShapeDtype stand-ins.
-    node = Node(prim, ins, v, params, args if prim.save_args else None,
-                t if prim.save_ans else ShapeDtype(t.shape, t.dtype), meta)
-    if grouped or (prim.save_ans and t._al is not None):
-        node.vers = _versions(prim, args, t)
-    if DEBUG[0]:
-        node.where = _where()
+    # Built field by field: cheaper than a call to Node.__init__, and this
+    # runs once per traced operation.
+    node = _new(Node)
+    node.prim = prim
+    node.ins = ins
+    node.out = v
+    node.params = params
+    node.args = args if prim.save_args else None
+    # (shape, dtype) when the output is not kept: the walker builds a
+    # ShapeDtype only for the rules that need one
+    node.ans = t if prim.save_ans else (t.shape, t.dtype)
+    node.meta = meta
+    node.vers = _versions(prim, args, t) if grouped or (prim.save_ans and t._al is not None) \
+        else None
+    node.where = _where() if DEBUG[0] else None
     self.nodes.append(node)
 
 
