@@ -181,6 +181,14 @@ _SCALAR_TYPES = (bool, int, float, np.bool_, np.integer, np.floating)
 _size = __import__("math").prod
 
 
+def _exact_ints(c):
+    """A 64-bit integer constant whose values the float64 buffer holds exactly."""
+    if c.dtype.kind not in "iu":
+        return False
+    lim = 2 ** 53
+    return bool(np.all(c <= lim)) and (c.dtype.kind == "u" or bool(np.all(c >= -lim)))
+
+
 def small_values(graph):
     """Per variable: can the machine hold it (size and dtype)? Computed once
     per graph, so :func:`vm_ok` only looks values up."""
@@ -214,7 +222,7 @@ def vm_ok(graph, node, small=None):
         else:
             c = graph.const(r)
             if isinstance(c, np.ndarray):
-                if not _ok_dtype(c.dtype) or c.size > VM_MAX:
+                if c.size > VM_MAX or not (_ok_dtype(c.dtype) or _exact_ints(c)):
                     return False
             elif not isinstance(c, _SCALAR_TYPES):
                 return False
