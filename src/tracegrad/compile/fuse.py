@@ -275,7 +275,6 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="aut
     in_slots = []
     in_kinds = []
     post_views = []
-    members = set(G.members)
     for i in sorted(G.members):
         node = nodes[i]
         operands = []

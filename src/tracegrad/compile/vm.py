@@ -468,7 +468,6 @@ class Lowerer:
         return res, 0, contig
 
     def node(self, node, loads):
-        g = self.graph
         prog = self.prog
         name = node.prim.name
         out = node.outs[0]
