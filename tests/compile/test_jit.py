@@ -411,3 +411,18 @@ def test_methods_and_kwargs():
     x = np.ones(3)
     assert m.loss(x) == 5.0 and m.loss(x, scale=2.0) == 10.0
     assert m.loss(x * 2) == 20.0
+
+
+def test_value_dependent_rule_branches_are_guarded():
+    # prod's rule takes an exact path when a zero is present; cummax's rule
+    # picks indices from values: a replay must never reuse the other case
+    import tracegrad as tg
+    f = lambda x: np.prod(x)  # noqa: E731
+    g = lambda x: np.sum(np.maximum.accumulate(x) ** 2)  # noqa: E731
+    jf, jg = tg.jit(tg.grad(f)), tg.jit(tg.grad(g))
+    for v in ([1.0, 2.0, 3.0], [0.0, 2.0, 3.0], [1.0, 2.0, 3.0]):
+        v = np.array(v)
+        np.testing.assert_allclose(jf(v), tg.grad(f)(v))
+    for v in ([1.0, 3.0, 2.0, 5.0], [4.0, 1.0, 2.0, 3.0], [1.0, 3.0, 2.0, 5.0]):
+        v = np.array(v)
+        np.testing.assert_allclose(jg(v), tg.grad(g)(v))

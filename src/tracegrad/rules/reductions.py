@@ -8,7 +8,7 @@ does), so the result is a valid subgradient and symmetric in the ties.
 """
 import numpy as np
 
-from ..core.array import bind
+from ..core.array import bind, concrete
 from ..core.primitive import PRIMITIVES, defhandler, defprim, defufunc_method, unsupported
 
 
@@ -166,15 +166,17 @@ def _prod_others(x, axes):
 
 def _prod_vjp(g, ans, x, axis, keepdims):
     ge = expand_to(g, axis, keepdims, x.shape)
-    xv = x._v if hasattr(x, "_v") else x
-    if np.any(xv == 0):
+    # a traced test: under jit the branch becomes a guard on this boolean
+    # instead of a constant baked into the graph
+    if bool(np.any(x == 0)):
         return ge * _prod_others(x, axis)
     return ge * expand_to(ans, axis, keepdims, x.shape) / x
 
 
 def _prod_jvp(t, ans, x, axis, keepdims):
-    xv = x._v if hasattr(x, "_v") else x
-    if np.any(xv == 0):
+    # a traced test: under jit the branch becomes a guard on this boolean
+    # instead of a constant baked into the graph
+    if bool(np.any(x == 0)):
         return np.sum(t * _prod_others(x, axis), axis=axis, keepdims=keepdims)
     return np.sum(t / x, axis=axis, keepdims=keepdims) * ans
 
@@ -260,8 +262,7 @@ defprim("cumsum", lambda x, axis: np.cumsum(x, axis=axis),
 
 
 def _cumprod_vjp(g, ans, x, axis):
-    xv = x._v if hasattr(x, "_v") else x
-    if not np.any(xv == 0):
+    if not bool(np.any(x == 0)):
         return _rev_cumsum(g * ans, axis) / x
     # With zeros: dL/dx_i = P_i * S_i where P_i = prod_{k<i} x_k and
     # S_i = g_i + x_{i+1} S_{i+1}; exact, sequential along the axis.
@@ -279,8 +280,7 @@ def _cumprod_vjp(g, ans, x, axis):
 
 
 def _cumprod_jvp(t, ans, x, axis):
-    xv = x._v if hasattr(x, "_v") else x
-    if not np.any(xv == 0):
+    if not bool(np.any(x == 0)):
         return ans * np.cumsum(t / x, axis=axis)
     # Exact with zeros: dy_j = dy_{j-1} x_j + y_{j-1} t_j.
     n = x.shape[axis]
@@ -360,8 +360,8 @@ def _cumext(name, npacc):
         return npacc(x, axis=axis)
 
     def pick(ans, x, axis):
-        xv = x._v if hasattr(x, "_v") else x
-        av = ans._v if hasattr(ans, "_v") else ans
+        xv = concrete(x, "index")
+        av = concrete(ans, "index")
         n = xv.shape[axis]
         shape = [1] * xv.ndim
         shape[axis] = n
