@@ -12,6 +12,7 @@ import numpy as np
 
 from . import errors
 from .core.array import TracedArray, tags_of, wrap
+from .core.collector import paused_call
 from .core.forward import ForwardLevel, forward_walk
 from .core.pytree import tree_flatten, tree_unflatten
 from .core.reverse import backward
@@ -135,6 +136,7 @@ def _partial(fun, args, kwargs, nums):
 
 
 # --- reverse mode --------------------------------------------------------------------
+@paused_call
 def _trace_reverse(fun, primals, has_aux):
     leaves, treedef = tree_flatten(tuple(primals))
     tape = Tape()
@@ -156,6 +158,7 @@ def _trace_reverse(fun, primals, has_aux):
     return tape, ins, treedef, out_leaves, out_def, out_vars, aux
 
 
+@paused_call
 def _pull(tape, ins, treedef, out_leaves, out_def, out_vars, ct, free, nb=0):
     ct_leaves, ct_def = tree_flatten(ct)
     if ct_def != out_def:
@@ -231,6 +234,7 @@ def value_and_grad(fun, argnums=0, has_aux=False):
     >>> tg.value_and_grad(lambda x: np.sum(x ** 2))(np.array([1.0, 2.0]))
     (array(5.), array([2., 4.]))
     """
+    @paused_call
     def wrapper(*args, **kwargs):
         nums, single = _norm_argnums(argnums, len(args))
         f = _partial(fun, args, kwargs, nums)
@@ -316,6 +320,7 @@ def _as_tangent(t, x, where):
     return t
 
 
+@paused_call
 def jvp(fun, primals, tangents, has_aux=False):
     """Forward mode: ``(fun(*primals), J @ tangents)`` in one run.
 
@@ -362,6 +367,7 @@ def linearize(fun, *primals):
     the recorded tape forwards)."""
     tape, ins, treedef, out_leaves, out_def, out_vars, _ = _trace_reverse(fun, primals, False)
 
+    @paused_call
     def jvp_fn(*tangents):
         tleaves, tdef = tree_flatten(tuple(tangents))
         if tdef != treedef:
@@ -401,6 +407,7 @@ def jacfwd(fun, argnums=0, has_aux=False):
     (JAX's convention), nested as output pytree, then ``argnums`` tuple, then
     input pytree.
     """
+    @paused_call
     def wrapper(*args, **kwargs):
         nums, single = _norm_argnums(argnums, len(args))
         leaves, treedef = tree_flatten(tuple(args[i] for i in nums))
@@ -448,6 +455,7 @@ def jacfwd(fun, argnums=0, has_aux=False):
 def jacrev(fun, argnums=0, has_aux=False):
     """Jacobian by reverse mode: every output basis cotangent pulled back in
     one backward walk. Same output convention as :func:`jacfwd`."""
+    @paused_call
     def wrapper(*args, **kwargs):
         nums, single = _norm_argnums(argnums, len(args))
         f = _partial(fun, args, kwargs, nums)
@@ -484,6 +492,7 @@ def jacobian(fun, argnums=0, has_aux=False):
     walked forwards with every input basis tangent when there are fewer
     inputs than outputs, backwards with every output basis cotangent
     otherwise. Same output convention as :func:`jacfwd`."""
+    @paused_call
     def wrapper(*args, **kwargs):
         nums, single = _norm_argnums(argnums, len(args))
         f = _partial(fun, args, kwargs, nums)

@@ -20,7 +20,6 @@ Call flow of a jitted function:
    eager works.
 """
 import functools
-import gc
 import os
 import threading
 import warnings
@@ -28,6 +27,7 @@ import warnings
 import numpy as np
 
 from ..core.array import TracedArray, wrap
+from ..core.collector import paused
 from ..core.pytree import tree_flatten, tree_unflatten
 from ..core.tape import level_stack
 from .graph import CaptureLevel
@@ -178,14 +178,8 @@ class Jitted:
         hundreds of thousands of long-lived objects (nodes, tapes), and
         collections that walk them all again and again made tracing and
         lowering several times slower."""
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with paused():
             return self._trace_nogc(entry, leaves, treedef, dyn)
-        finally:
-            if paused:
-                gc.enable()
 
     def _trace_nogc(self, entry, leaves, treedef, dyn):
         level = CaptureLevel()
