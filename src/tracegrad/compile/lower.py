@@ -131,7 +131,8 @@ def lower(graph, options=None):
             try:
                 step = build_kernel(graph, u, nconst, needed, add_const,
                                     options.get("parallel", "auto"),
-                                    options.get("executor", "auto"))
+                                    options.get("executor", "auto"),
+                                    options.get("compile_after"))
             except Exception as e:  # a lowering gap: NumPy instead
                 warnings.warn(f"tracegrad.jit: could not compile a fused group ({e!r}); "
                               "running it with NumPy", RuntimeWarning, stacklevel=2)
