@@ -84,6 +84,24 @@ def key_of(source):
     return h.hexdigest()[:32]
 
 
+def compiled_before(source, name="kernel"):
+    """Whether ``source``'s kernel is loaded in this process or its machine
+    code is in the disk cache (numba's index file next to the module), so
+    that :func:`load` and the first call cost milliseconds, not a compile."""
+    key = key_of(source)
+    if key in _loaded:
+        return True
+    d = cache_dir()
+    if not os.path.exists(os.path.join(d, f"tg_{key}.py")):
+        return False
+    try:
+        names = os.listdir(os.path.join(d, "__pycache__"))
+    except OSError:
+        return False
+    prefix = f"tg_{key}.{name}-"
+    return any(f.startswith(prefix) and f.endswith(".nbi") for f in names)
+
+
 def load(source, name="kernel"):
     """The function ``name`` defined by ``source``, through the disk cache."""
     key = key_of(source)

@@ -20,6 +20,8 @@ elementwise products with the partial derivatives and ``sum`` reductions
 value is a reduction of the loop and the gradient is stored by it, with no
 intermediate array ever written to memory.
 """
+import warnings
+
 import numpy as np
 
 from . import cache
@@ -216,19 +218,31 @@ def _literal_of(c):
 
 
 class KernelStep(Step):
-    """Call a fused kernel: inputs from slots, outputs and reductions to slots."""
+    """Call a fused kernel: inputs from slots, outputs and reductions to slots.
+
+    Tiered: a group whose kernel is not compiled yet (in this process or in
+    the disk cache) first runs as NumPy calls (:class:`NumpyGroup`), and its
+    kernel is compiled on the run after ``countdown`` runs, when the plan has
+    shown it is reused. That run also executes the NumPy version and checks
+    the kernel against it; a kernel that disagrees is dropped (with a
+    warning) and the group stays on NumPy. A function called once or twice
+    never waits for numba."""
 
     __slots__ = ("fn", "ir", "ins", "in_kinds", "outs", "out_dtypes", "reds", "shape", "n",
-                 "flat", "source", "post_views", "label")
+                 "flat", "source", "post_views", "label", "pending", "countdown")
 
     @property
     def name(self):
         return self.label
 
     def describe(self):
-        return self.label
+        return self.label if self.pending is None else self.label + " (NumPy until reused)"
 
-    def run(self, vals):
+    @property
+    def compiled(self):
+        return self.pending is None and not isinstance(self.fn, (NumpyGroup, BlockedNumpy))
+
+    def _args(self, vals):
         flat = self.flat
         n = self.n
         args = [n] if flat else list(self.shape)
@@ -253,6 +267,14 @@ class KernelStep(Step):
             r = np.full(rshape, ident, dt) if not flat else np.empty(1, dt)
             reds.append(r)
             args.append(r)
+        return args, outs, reds
+
+    def run(self, vals):
+        if self.pending is not None:
+            self.countdown -= 1
+            if self.countdown < 0:
+                self._promote(vals)
+        args, outs, reds = self._args(vals)
         self.fn(*args)
         for o, s in zip(outs, self.outs):
             vals[s] = o
@@ -261,11 +283,54 @@ class KernelStep(Step):
         for step in self.post_views:
             step.run(vals)
 
+    def _promote(self, vals):
+        """Compile the kernel and check it against the NumPy version on this
+        run's inputs before using it."""
+        source, self.pending = self.pending, None
+        try:
+            fn = cache.load(source)
+            args, outs, reds = self._args(vals)
+            fn(*args)
+            args0, outs0, reds0 = self._args(vals)
+            self.fn(*args0)
+            bad = next((k for k, (a, b) in enumerate(zip(outs + reds, outs0 + reds0))
+                        if not _agree(a, b)), None)
+        except Exception as e:  # pragma: no cover - a lowering gap
+            bad = repr(e)
+        if bad is None:
+            self.fn = fn
+            return
+        warnings.warn(f"tracegrad.jit: the compiled kernel of {self.label} disagrees with "
+                      f"NumPy (result {bad}); keeping NumPy for it. Please report this.",
+                      RuntimeWarning, stacklevel=4)
 
-def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="auto"):
+
+def _agree(a, b):
+    """Kernel and NumPy results equal up to the rounding of reassociated
+    reductions and of the 2-ulp tanh/log1p forms."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind not in "fc":
+        return bool(np.array_equal(a, b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = float(np.max(np.abs(b), initial=0.0, where=np.isfinite(b)))
+        tol = 1e-4 if a.dtype.itemsize <= 4 or a.dtype == np.complex64 else 1e-9
+        return bool(np.isclose(a, b, rtol=tol, atol=tol * 1e-3 * (1.0 + scale),
+                               equal_nan=True).all())
+
+
+#: runs of a plan on NumPy calls before a group's kernel is compiled (the
+#: first run is the check right after tracing); 0 compiles while lowering
+COMPILE_AFTER = 2
+
+
+def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="auto",
+                 compile_after=None):
     """A :class:`KernelStep` for group ``G``; ``needed`` holds the vars other
     steps read (stored by the kernel); ``extra(c)`` gives a slot to a new
-    constant (a compacted broadcast constant)."""
+    constant (a compacted broadcast constant). The kernel is compiled now
+    when it is cached (in memory or on disk) or ``compile_after`` is 0,
+    else after ``compile_after`` runs (default :data:`COMPILE_AFTER`)."""
     from .plan import NumpyStep, slot_of
     nodes = graph.nodes
     avals = graph.avals
@@ -351,12 +416,20 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="aut
     how = choose(ir, executor) if n >= 4096 or executor == "blocked" else "fused"
     par = how == "fused" and _want_parallel(parallel, ir, n)
     step = KernelStep.__new__(KernelStep)
+    step.pending = None
+    step.countdown = 0
     if how == "blocked":
         source = None
         step.fn = BlockedNumpy(ir)
     else:
         source, _ = kernel_source(ir, parallel=par and ir.flat)
-        step.fn = cache.load(source)
+        after = COMPILE_AFTER if compile_after is None else int(compile_after)
+        if after <= 0 or cache.compiled_before(source):
+            step.fn = cache.load(source)
+        else:
+            step.fn = NumpyGroup(ir)
+            step.pending = source
+            step.countdown = after
     step.ir = ir
     step.source = source
     step.flat = ir.flat
@@ -416,6 +489,46 @@ def _threadsafe_layer():
             ok = False
         _LAYER.append(ok)
     return _LAYER[0]
+
+
+# --- NumPy calls for a group (before its kernel is compiled) -------------------------------
+class NumpyGroup:
+    """A group evaluated as whole-array NumPy calls, with a kernel's calling
+    convention (``(n or *shape, *inputs, *outputs, *reductions)``): what a
+    group runs until its kernel is compiled. Each operation is the NumPy ufunc
+    eager execution calls, so results equal eager ones."""
+
+    def __init__(self, ir):
+        self.ir = ir
+
+    def __call__(self, *args):
+        ir = self.ir
+        nd = 1 if ir.flat else len(ir.shape)
+        shape = tuple(args[:nd])
+        args = args[nd:]
+        nin, nst = len(ir.inputs), len(ir.stores)
+        ins, outs, reds = args[:nin], args[nin:nin + nst], args[nin + nst:]
+        stored = {j: m for m, j in enumerate(ir.stores)}
+        vals = []
+        with np.errstate(all="ignore"):
+            for j, (name, operands, dt, params) in enumerate(ir.ops):
+                m = stored.get(j)
+                out = outs[m] if m is not None else np.empty(shape, dt)
+                ops = [ins[a.index] if a.kind == "in" else vals[a.index] if a.kind == "op"
+                       else (a.value if a.weak else a.dtype.type(a.value)) for a in operands]
+                _np_apply(name, ops, out)
+                vals.append(out)
+            for r, (j, rn, axes, _) in zip(reds, ir.reds):
+                uf = _REDUCERS[rn]
+                kw = {"dtype": r.dtype} if rn in ("sum", "prod") else {}
+                if ir.flat:
+                    r[0] = uf.reduce(vals[j], axis=None, **kw)
+                else:
+                    # one pass over everything: r's initial identity plays no part
+                    r[...] = uf.reduce(vals[j], axis=axes, keepdims=True, **kw)
+
+
+_REDUCERS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
 # --- NumPy calls on blocks (the cost model's alternative to a fused loop) ----------------

@@ -310,7 +310,9 @@ def jit(fun=None, *, static_argnums=(), max_paths=MAX_PATHS, **options):
         Lowering options: ``fuse=False`` (NumPy calls only), ``vm=False``
         (no small-value machine), ``parallel`` ("auto", True, False),
         ``executor`` ("auto", "fused", "blocked": the cost model's choice
-        between a fused loop and NumPy calls on blocks).
+        between a fused loop and NumPy calls on blocks), ``compile_after``
+        (runs of a plan before its fused groups are compiled, default 2;
+        until then they run as NumPy calls; 0 compiles while lowering).
 
     Returns
     -------
