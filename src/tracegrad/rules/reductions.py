@@ -8,7 +8,7 @@ does), so the result is a valid subgradient and symmetric in the ties.
 """
 import numpy as np
 
-from ..core.array import bind, concrete
+from ..core.array import bind
 from ..core.primitive import PRIMITIVES, defhandler, defprim, defufunc_method, unsupported
 
 
@@ -360,13 +360,15 @@ def _cumext(name, npacc):
         return npacc(x, axis=axis)
 
     def pick(ans, x, axis):
-        xv = concrete(x, "index")
-        av = concrete(ans, "index")
-        n = xv.shape[axis]
-        shape = [1] * xv.ndim
+        # Computed with NumPy calls on x and ans (an integer result, no derivative),
+        # like np.sort's argsort: a capturing level (jit) records the pick as data
+        # in its graph. Concretising x here made jit guard on x's whole value, so
+        # every call with new inputs failed the guard and was traced again.
+        n = x.shape[axis]
+        shape = [1] * x.ndim
         shape[axis] = n
         ar = np.arange(n).reshape(shape)
-        return np.maximum.accumulate(np.where(xv == av, ar, 0), axis=axis)
+        return np.maximum.accumulate(np.where(x == ans, ar, 0), axis=axis)
 
     def vjp(g, ans, x, axis):
         from .indexing import scatter_along
