@@ -343,8 +343,9 @@ def ifftshift(x, axes=None):
 # complex helpers
 # ==================================================================================
 def _angle_vjp(g, ans, z):
-    zero = _val(z) == 0
-    if not np.any(zero):
+    # traced zero test: under jit the mask is in the graph and the branch a guard
+    zero = z == 0
+    if not bool(np.any(zero)):
         return 1j * g / np.conjugate(z)
     one = np.ones((), _val(z).dtype)
     safe = np.where(zero, one, z)
@@ -352,8 +353,8 @@ def _angle_vjp(g, ans, z):
 
 
 def _angle_jvp(t, ans, z):
-    zero = _val(z) == 0
-    if not np.any(zero):
+    zero = z == 0  # traced, as in _angle_vjp
+    if not bool(np.any(zero)):
         return np.imag(t / z) if np.result_type(_val(t), _val(z)).kind == "c" else t * 0
     one = np.ones((), _val(z).dtype)
     r = t / np.where(zero, one, z)

@@ -1277,16 +1277,18 @@ def _sqabs(x):
 
 def _safe_sqrt(s):
     """sqrt with the subgradient 0 at 0 (executed-path double-where)."""
-    zero = _val(s) == 0
-    if not np.any(zero):
+    # The zero test is traced: under jit the mask is part of the graph and the
+    # branch a guard, instead of a constant baked in from the first call.
+    zero = s == 0
+    if not bool(np.any(zero)):
         return np.sqrt(s)
     one = np.ones((), _val(s).dtype)
     return np.where(zero, np.zeros((), _val(s).dtype), np.sqrt(np.where(zero, one, s)))
 
 
 def _safe_root(s, p):
-    zero = _val(s) == 0
-    if not np.any(zero):
+    zero = s == 0  # traced, as in _safe_sqrt
+    if not bool(np.any(zero)):
         return s ** (1.0 / p)
     one = np.ones((), _val(s).dtype)
     return np.where(zero, np.zeros((), _val(s).dtype), np.where(zero, one, s) ** (1.0 / p))
@@ -1324,8 +1326,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
         if ord == -np.inf:
             return np.min(np.abs(x), axis=axis, keepdims=keepdims)
         if ord == 0:
-            return np.sum((_val(x) != 0).astype(_val(x).real.dtype), axis=axis,
-                          keepdims=keepdims)
+            # a count: no derivative, but traced so that jit recomputes it
+            return np.sum((x != 0).astype(_val(x).real.dtype), axis=axis, keepdims=keepdims)
         if ord == 1:
             return np.sum(np.abs(x), axis=axis, keepdims=keepdims)
         if ord is None or ord == 2:

@@ -324,26 +324,39 @@ def interp(x, xp, fp, left=None, right=None, period=None):
         left = right = None
         x = x % period
         xp = xp % period
-        order = np.argsort(_plain(xp))
-        xp = xp[order]
-        fp = fp[order]
+        order = np.argsort(xp)
+        xp = _gather(xp, order)
+        fp = _gather(fp, order)
         xp = np.concatenate((xp[-1:] - period, xp, xp[0:1] + period))
         fp = np.concatenate((fp[-1:], fp, fp[0:1]))
     n = xp.shape[0]
-    xv, xpv = _plain(x), _plain(xp)
+    # Intervals and masks are computed from the traced arrays (searchsorted
+    # and comparisons are recorded non-differentiable primitives), so that
+    # under jit they are part of the graph and not constants of the first call.
     lv = fp[0] if left is None else left
     rv = fp[-1] if right is None else right
     if n == 1:
-        res = np.where(xv < xpv[0], lv, np.where(xv > xpv[0], rv, fp[0]))
+        res = np.where(x < xp[0], lv, np.where(x > xp[0], rv, fp[0]))
         return _cast(res, dtype)
-    j = np.clip(np.searchsorted(xpv, xv, side="right") - 1, 0, n - 2)
-    xj, fj = xp[j], fp[j]
-    slope = (fp[j + 1] - fj) / (xp[j + 1] - xj)
+    j = np.clip(np.searchsorted(xp, x, side="right") - 1, 0, n - 2)
+    xj, fj = _gather(xp, j), _gather(fp, j)
+    slope = (_gather(fp, j + 1) - fj) / (_gather(xp, j + 1) - xj)
     res = slope * (x - xj) + fj
-    res = np.where(xv == xpv[-1], fp[-1], res)
-    res = np.where(xv > xpv[-1], rv, res)
-    res = np.where(xv < xpv[0], lv, res)
+    res = np.where(x == xp[-1], fp[-1], res)
+    res = np.where(x > xp[-1], rv, res)
+    res = np.where(x < xp[0], lv, res)
     return _cast(res, dtype)
+
+
+def _gather(a, idx):
+    """``a[idx]`` for a 1-D ``a`` and an integer array ``idx`` of any shape
+    that may be traced (a ``take_along`` node, which jit replays with the
+    index computed at run time)."""
+    idx = _asarr(idx)
+    if not _is_traced(idx):
+        return a[idx]
+    from .indexing import take_along
+    return np.reshape(take_along(a, np.ravel(idx), 0), idx.shape)
 
 
 def _cast(r, dtype):
@@ -841,11 +854,13 @@ def piecewise(x, condlist, funclist, *args, **kw):
     if np.isscalar(condlist) or (not isinstance(condlist[0], (list, np.ndarray))
                                  and x.ndim != 0):
         condlist = [condlist]
-    condlist = np.asarray([_plain(c) for c in condlist], dtype=bool)
+    # The conditions stay traced (jit then guards the masks that select the
+    # elements each function sees, instead of baking them in as constants).
+    condlist = [c if _is_traced(c) else np.asarray(c, dtype=bool) for c in condlist]
+    condlist = [c if c.dtype == bool else c.astype(bool) for c in condlist]
     n = len(condlist)
     if n == n2 - 1:
-        condelse = ~np.any(condlist, axis=0, keepdims=True)
-        condlist = np.concatenate([condlist, condelse], axis=0)
+        condlist = condlist + [~np.any(np.stack(condlist), axis=0)]
         n += 1
     elif n != n2:
         raise ValueError(f"with {n} condition(s), either {n} or {n + 1} functions are expected")
@@ -963,10 +978,12 @@ def unwrap(p, discont=None, axis=-1, *, period=2 * np.pi):
     if _is_traced(period) or _is_traced(discont):
         raise unsupported("np.unwrap with a traced period/discont")
     p = _asarr(p)
-    pv = np.asarray(_plain(p))
-    nd = pv.ndim
+    nd = p.ndim
     axis = normalize_axis_index(axis, nd)
-    dd = np.diff(pv, axis=axis)
+    # The correction is computed from the traced differences (under jit it
+    # must follow the values of each call); its derivative is exactly zero,
+    # since mod(d, period) - d has derivative 1 - 1.
+    dd = np.diff(p, axis=axis)
     if discont is None:
         discont = period / 2
     dtype = np.result_type(dd, period)
@@ -979,9 +996,10 @@ def unwrap(p, discont=None, axis=-1, *, period=2 * np.pi):
     interval_low = -interval_high
     ddmod = np.mod(dd - interval_low, period) + interval_low
     if boundary_ambiguous:
-        np.copyto(ddmod, interval_high, where=(ddmod == interval_low) & (dd > 0))
+        ddmod = np.where((ddmod == interval_low) & (dd > 0), _cast(interval_high, ddmod.dtype),
+                         ddmod)
     ph_correct = ddmod - dd
-    np.copyto(ph_correct, 0, where=abs(dd) < discont)
+    ph_correct = np.where(abs(dd) < discont, _cast(0, ph_correct.dtype), ph_correct)
     up = p.astype(dtype) if p.dtype != dtype else p
     head = up[_at(axis, slice(0, 1), nd)]
     tail = p[_at(axis, slice(1, None), nd)] + ph_correct.cumsum(axis)
@@ -1000,9 +1018,10 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
         fi = np.finfo(dv.dtype)
         maxf = fi.max if posinf is None else posinf
         minf = fi.min if neginf is None else neginf
-        r = np.where(np.isneginf(dv), _cast(minf, dv.dtype), d)
-        r = np.where(np.isposinf(dv), _cast(maxf, dv.dtype), r)
-        return np.where(np.isnan(dv), _cast(nan, dv.dtype), r)
+        # masks from the traced values: under jit they follow each call's values
+        r = np.where(d == -np.inf, _cast(minf, dv.dtype), d)
+        r = np.where(d == np.inf, _cast(maxf, dv.dtype), r)
+        return np.where(np.isnan(d), _cast(nan, dv.dtype), r)
     if np.iscomplexobj(xv):
         return _cast(fix(np.real(x)) + 1j * fix(np.imag(x)), xv.dtype)
     return fix(x)

@@ -366,8 +366,10 @@ def _nanfill(a, value):
     a = _asarr(a)
     if a.dtype.kind not in "fc":
         return a, None
-    mask = np.isnan(_plain(a))
-    if not mask.any():
+    # a traced test (under jit the mask is in the graph and the branch a guard,
+    # not constants baked in from the first call)
+    mask = np.isnan(a)
+    if not bool(np.any(mask)):
         return a, mask
     return np.where(mask, np.asarray(value, a.dtype), a), mask
 
