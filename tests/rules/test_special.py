@@ -334,30 +334,36 @@ def test_polygamma_and_multigammaln():
 
 def test_install_makes_unchanged_scipy_calls_differentiable():
     x = np.array([0.5, -1.0, 2.0])
-    # SciPy's own softmax converts with asarray: the derivative is lost
-    assert not np.any(tg.grad(lambda x: np.sum(sp.softmax(x) ** 2))(x))
-    original = sp.logsumexp
-    special.install()
+    # importing tracegrad installs the replacements: SciPy's own softmax converts with
+    # asarray and would silently drop the derivative
+    assert sp.logsumexp is logsumexp and sp.softmax is softmax
+    original = special._orig.logsumexp
+    special.uninstall()
     try:
-        assert sp.logsumexp is logsumexp
-        from scipy.special import log_softmax as imported_after
-        assert imported_after is log_softmax
-        np.testing.assert_allclose(tg.grad(lambda x: sp.logsumexp(x))(x), sp.softmax(x))
-        y = sp.softmax(x)
-        np.testing.assert_allclose(tg.grad(lambda x: np.sum(sp.softmax(x) ** 2))(x),
-                                   2 * y * (y - np.sum(y * y)))
-        np.testing.assert_allclose(tg.grad(lambda x: np.sum(sp.polygamma(1, x + 3)))(x),
-                                   special._orig.polygamma(2, x + 3))
-        # plain calls are SciPy's own
-        assert sp.logsumexp(x) == original(x)
+        assert sp.logsumexp is original
+        assert not np.any(tg.grad(lambda x: np.sum(sp.softmax(x) ** 2))(x))
     finally:
-        special.uninstall()
-    assert sp.logsumexp is original
+        special.install()
+    special.install()                      # a second call changes nothing
+    assert sp.logsumexp is logsumexp
+    from scipy.special import log_softmax as imported_after
+    assert imported_after is log_softmax
+    np.testing.assert_allclose(tg.grad(lambda x: sp.logsumexp(x))(x), sp.softmax(x))
+    y = sp.softmax(x)
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(sp.softmax(x) ** 2))(x),
+                               2 * y * (y - np.sum(y * y)))
+    np.testing.assert_allclose(tg.grad(lambda x: np.sum(sp.polygamma(1, x + 3)))(x),
+                               special._orig.polygamma(2, x + 3))
+    # plain calls are SciPy's own
+    assert sp.logsumexp(x) == original(x)
+    # SciPy's own modules that imported the name are rebound too
+    import scipy.special._logsumexp as lse_mod
+    assert lse_mod.logsumexp is logsumexp
 
 
 def test_replacements_table():
-    assert special.REPLACEMENTS[sp.logsumexp] is logsumexp
-    assert special.REPLACEMENTS[sp.softmax] is softmax
+    assert special.REPLACEMENTS[special._orig.logsumexp] is logsumexp
+    assert special.REPLACEMENTS[special._orig.softmax] is softmax
 
 
 def test_import_without_scipy():

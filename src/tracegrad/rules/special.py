@@ -21,11 +21,13 @@ implementation on plain inputs and record one primitive on traced ones::
 
     from tracegrad.rules.special import logsumexp, softmax, log_softmax, polygamma
 
-To make *unchanged* code that calls ``scipy.special.logsumexp`` (yours or a
-library's) differentiable, opt in with :func:`install`, which rebinds those
-names process-wide (see its trade-offs). Without one of these, SciPy's own
-versions silently drop the derivative on a traced array (``np.asarray``
-escapes; softmax gives a zero gradient, logsumexp a wrong one).
+So that *unchanged* code calling ``scipy.special.logsumexp`` (yours or a
+library's) is differentiated, importing tracegrad calls :func:`install`, which
+rebinds those names process-wide; plain calls still run SciPy's own code.
+SciPy's own versions would silently drop the derivative on a traced array
+(``np.asarray`` escapes; softmax gives a zero gradient, logsumexp a wrong one),
+the worst failure tracegrad can have, so this is on by default.
+:func:`uninstall` restores SciPy's functions.
 
 Derivatives with respect to a parameter that has no closed form (the order
 ``v`` of Bessel functions, ``s`` of the Hurwitz zeta, ``a`` of the incomplete
@@ -726,19 +728,16 @@ def install():
     functions (``scipy.special.logsumexp``, and names bound with ``from
     scipy.special import logsumexp``, including SciPy's own modules such as
     ``scipy.stats``) to the replacement defined here. The replacements call
-    SciPy's function on plain inputs, so plain results do not change. This is
-    opt-in because it patches a third-party package process-wide; references
-    held elsewhere (closures, defaults, modules imported later from a private
-    SciPy module) are not affected. :func:`uninstall` undoes it.
+    SciPy's function on plain inputs, so plain results do not change. Importing
+    tracegrad calls it (a traced array given to SciPy's own functions silently
+    loses its derivative); references held elsewhere (closures, defaults) are
+    not affected. :func:`uninstall` undoes it; calling it again is harmless.
 
     Examples
     --------
     >>> import numpy as np, scipy.special, tracegrad as tg
-    >>> from tracegrad.rules import special
-    >>> special.install()
     >>> tg.grad(lambda x: scipy.special.logsumexp(x))(np.zeros(2))
     array([0.5, 0.5])
-    >>> special.uninstall()
     """
     if sp is None:
         raise ImportError("tracegrad.rules.special.install() needs SciPy")
@@ -769,8 +768,12 @@ POLYGAMMA = LOGSUMEXP = LOGSUMEXP_SIGN = SOFTMAX = LOG_SOFTMAX = None
 def _register():
     global POLYGAMMA, LOGSUMEXP, LOGSUMEXP_SIGN, SOFTMAX, LOG_SOFTMAX
     for name in _PYTHON_LEVEL:
-        setattr(_orig, name, getattr(sp, name))
-        REPLACEMENTS[getattr(sp, name)] = globals()[name]
+        f = getattr(sp, name)
+        # after a reload of this module, scipy.special holds the previous replacement
+        f = getattr(f, "__tracegrad_scipy_original__", f)
+        setattr(_orig, name, f)
+        REPLACEMENTS[f] = globals()[name]
+        globals()[name].__tracegrad_scipy_original__ = f
     for name, uf, parts, kw in _table():
         defelementwise(uf, *parts, name="scipy.special." + name, **kw)
         UFUNCS[name] = uf
@@ -791,3 +794,4 @@ def _register():
 
 if sp is not None:
     _register()
+    install()
