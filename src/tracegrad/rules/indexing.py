@@ -10,6 +10,7 @@ import operator
 
 import numpy as np
 
+from .. import errors
 from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
 from ..core.primitive import PRIMITIVES, defhandler, defprim, defufunc_method
@@ -237,6 +238,24 @@ def compress(condition, a, axis=None, out=None):
             raise IndexError(f"index {n} is out of bounds for axis {axis} with size {n}")
         cond = cond[:n]
     return take(a, np.flatnonzero(cond), axis=axis)
+
+
+@defhandler(np.lib.stride_tricks.sliding_window_view)
+def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
+    """A gather of ``x``'s elements (the im2col of convolutions written with NumPy).
+
+    NumPy returns a read-only view whose windows overlap; this returns the same
+    values as a copy, so the derivative of an element accumulates over every
+    window that reads it (getitem with an integer index array)."""
+    if writeable:
+        raise errors.UnsupportedOperation(
+            "np.lib.stride_tricks.sliding_window_view(..., writeable=True) on a traced array: "
+            "writes through overlapping windows are not tracked; use the default "
+            "writeable=False")
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    ids = np.lib.stride_tricks.sliding_window_view(
+        np.arange(x.size).reshape(x.shape), window_shape, axis)
+    return np.ravel(x)[ids]
 
 
 # --- where / clip --------------------------------------------------------------
