@@ -1015,6 +1015,12 @@ JIT_REGRESSIONS = {
     # np.unwrap's phase correction
     "unwrap": (lambda x: np.sum(np.unwrap(x * 4) ** 2),
                [np.array([0.1, 1.2, 0.1]), np.array([0.1, 0.2, 0.3])]),
+    # np.geomspace's sign and np.polymul's trimming of leading zeros
+    "geomspace sign": (lambda x: np.sum(np.geomspace(x[0], x[1], 4) ** 2),
+                       [np.array([1.0, 2.0]), np.array([-1.0, -3.0]), np.array([2.0, 5.0])]),
+    "polymul leading zeros": (lambda x: np.sum(np.polymul(x[:2], x[2:]) ** 2),
+                              [np.array([0.0, 2.0, 1.0, 3.0]), np.array([1.0, 2.0, 0.0, 3.0]),
+                               np.array([1.0, 2.0, 1.0, 3.0])]),
     # np.nan_to_num and the nan-reductions' NaN masks
     "nan_to_num": (lambda x: np.sum(np.nan_to_num(np.log(x) * x, nan=0.5, neginf=-3.0) ** 2),
                    [np.array([0.0, 1, -1, 2]), np.array([1.0, -1, 0, 2]),

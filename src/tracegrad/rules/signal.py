@@ -416,10 +416,12 @@ def polyint(p, m=1, k=None):
 def _trim_leading(a):
     """Leading zero coefficients dropped, as ``np.poly1d`` does."""
     a = np.atleast_1d(a)
-    nz = np.flatnonzero(_plain(a))
-    if nz.size == 0:
+    # traced tests: under jit the trimmed length is guarded, not baked in
+    nonzero = a != 0
+    if not bool(np.any(nonzero)):
         return np.zeros(1, a.dtype)
-    return a[nz[0]:] if nz[0] else a
+    first = int(np.argmax(nonzero))
+    return a[first:] if first else a
 
 
 @defhandler(np.polymul)
@@ -780,13 +782,14 @@ def logspace(start, stop, num=50, endpoint=True, base=10.0, dtype=None, axis=0):
 def geomspace(start, stop, num=50, endpoint=True, dtype=None, axis=0):
     start = _asarr(start)
     stop = _asarr(stop)
-    if np.any(_plain(start) == 0) or np.any(_plain(stop) == 0):
+    # traced tests and sign: under jit they follow each call's values
+    if bool(np.any(start == 0)) or bool(np.any(stop == 0)):
         raise ValueError("Geometric sequence cannot include zero")
     dt = np.result_type(_plain(start), _plain(stop), float(num), np.zeros((), dtype))
     dtype = dt if dtype is None else np.dtype(dtype)
     start = start.astype(dt)
     stop = stop.astype(dt)
-    out_sign = np.sign(_plain(start))
+    out_sign = np.sign(start)
     start = start / out_sign
     stop = stop / out_sign
     result = logspace(np.log10(start), np.log10(stop), num=num, endpoint=endpoint, base=10.0,
