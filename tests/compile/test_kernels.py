@@ -239,3 +239,45 @@ def test_cost_model_table_and_choice():
     assert {"exp", "sin", "multiply", "__call__"} <= set(t)
     fused, blocked = costmodel.costs(["multiply", "add", "multiply"])
     assert fused < blocked  # arithmetic is always better fused
+
+
+# --- rt's vectorisable float64 forms -------------------------------------------------------
+def _ulps(a, b):
+    with np.errstate(all="ignore"):
+        d = np.abs(a - b) / np.spacing(np.abs(b))
+    d[(a == b) | (np.isnan(a) & np.isnan(b))] = 0
+    return d
+
+
+# exact: signed zeros, infinities, NaN, overflow and underflow to zero/subnormals
+SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 709.78, 709.79, 710.0, -708.39, -708.4,
+                    -745.13, -745.14, -746.0, 1e-300, -1e-300, 1e300, -1e300, 22.1])
+# where the forms switch: within the ulp bound
+EDGES = np.array([22.0, 0.5493061443340548, 0.5493061443340549, -0.55, 354.9, -354.9])
+
+
+@pytest.mark.parametrize("name, bound", [("exp", 1.0), ("tanh", 2.0)])
+def test_rt_forms_within_ulps_of_numpy(name, bound):
+    from tracegrad.compile import rt
+    r = np.random.default_rng(1)
+    x = np.concatenate([r.uniform(-746, 710, 200_000), r.uniform(-30, 30, 200_000),
+                        r.uniform(-1, 1, 100_000), EDGES, SPECIAL])
+    o = np.empty_like(x)
+    rt.calibration_loop(0 if name == "exp" else 1, x, o)
+    with np.errstate(all="ignore"):
+        ref = getattr(np, name)(x)
+    assert _ulps(o, ref).max() <= bound
+    np.testing.assert_array_equal(o[-len(SPECIAL):], ref[-len(SPECIAL):])
+    assert np.array_equal(np.signbit(o[-len(SPECIAL):]), np.signbit(ref[-len(SPECIAL):]))
+
+
+def test_kernels_use_the_vectorisable_forms_for_float64_only():
+    from tracegrad.compile.codegen import KernelIR, Operand, kernel_source
+    for dt, expect in ((np.float64, True), (np.float32, False)):
+        ir = KernelIR((100,))
+        ir.inputs = [("full", np.dtype(dt), (100,))]
+        ir.ops = [("exp", [Operand("in", 0, np.dtype(dt))], np.dtype(dt), {}),
+                  ("tanh", [Operand("op", 0, np.dtype(dt))], np.dtype(dt), {})]
+        ir.stores = [1]
+        src = kernel_source(ir)[0]
+        assert ("rt.exp(" in src and "rt.tanh(" in src) is expect

@@ -38,7 +38,7 @@ BLOCK = 512
 # tanh: Cody & Waite, a rational form near 0 and exp beyond (<= 2 ulp, about
 # twice as fast as libm's); log1p: log(1 + u) corrected for the rounding of
 # 1 + u (Goldberg; <= 1 ulp, about twice as fast as libm's).
-_TANH = ("(({0} + {0} * (({0} * {0}) * ((-0.96437492777225469787 * ({0} * {0}) "
+_TANH = ("({0} if {0} == 0 else ({0} + {0} * (({0} * {0}) * ((-0.96437492777225469787 * ({0} * {0}) "
          "- 0.99225929672236083313e2) * ({0} * {0}) - 0.16134119023996228053e4) / "
          "(((({0} * {0}) + 0.11274474380534949335e3) * ({0} * {0}) "
          "+ 0.22337720718962312926e4) * ({0} * {0}) + 0.48402357071988688686e4))) "
@@ -109,6 +109,9 @@ _t("ident", "copy positive broadcast_to", "{0}")
 _t("ident", "conjugate real", "{0}")  # real dtypes only (complex is never fused)
 
 SCALAR = _F
+#: float64 forms without libm calls (see :mod:`.rt`): a loop calling libm
+#: cannot be vectorised, and these are faster even as scalar code
+_VECTOR_F64 = {"exp": "rt.exp({0})", "tanh": "rt.tanh({0})"}
 #: reductions that can close a group: name -> (identity, combine template)
 REDUCE = {
     "sum": (0.0, "({a} + {v})"),
@@ -227,6 +230,8 @@ def _opexpr(ir, j, names):
         if name == "power":
             return _power(args, dt, operand)
         ops = [operand(a, dt) for a in args]
+        if dt == np.float64 and name in _VECTOR_F64:
+            tpl = _VECTOR_F64[name]
         e = tpl.format(*ops)
         return f"np.float32({e})" if dt == np.float32 else e
     if kind == "cmp":
