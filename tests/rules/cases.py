@@ -795,7 +795,7 @@ def broadcast_to_(d):
 
 @case("concatenate")
 def concatenate_(d):
-    v = d.choice(["concatenate", "none", "stack", "hstack", "vstack", "dstack", "column_stack",
+    v = d.choice(["concatenate", "none", "hstack", "vstack", "dstack", "column_stack",
                   "block"])
     k = d.integer(2, 3)
     if v == "concatenate":
@@ -811,10 +811,6 @@ def concatenate_(d):
     if v == "none":
         return (lambda *xs: np.concatenate(xs, axis=None)), tuple(
             d.array(d.shape()) for _ in range(k))
-    if v == "stack":
-        s = d.shape()
-        ax = d.axis(len(s) + 1)
-        return (lambda *xs: np.stack(xs, axis=ax)), tuple(d.array(s) for _ in range(k))
     if v == "block":
         s = d.shape(min_dims=2, max_dims=2)
         a, b = d.array(s), d.array(s)
@@ -823,6 +819,19 @@ def concatenate_(d):
     f = {"hstack": np.hstack, "vstack": np.vstack, "dstack": np.dstack,
          "column_stack": np.column_stack}[v]
     return (lambda *xs: f(xs)), tuple(d.array(s) for _ in range(k))
+
+
+@case("stack")
+def stack_(d):
+    s = d.shape()
+    ax = d.axis(len(s) + 1)
+    k = d.integer(1, 3)
+    if d.boolean():
+        # a plain array among the traced ones (its tangent is zero)
+        c = np.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s).astype(d.dtype)
+        return (lambda *xs: np.stack(xs[:1] + (c,) + xs[1:], axis=ax)), tuple(
+            d.array(s) for _ in range(k))
+    return (lambda *xs: np.stack(xs, axis=ax)), tuple(d.array(s) for _ in range(k))
 
 
 @case("astype")

@@ -172,7 +172,7 @@ def machine():
 
 
 # --- which nodes run here -------------------------------------------------------------
-MOVE = {"getitem", "reshape", "transpose", "broadcast_to", "concatenate", "copy", "real",
+MOVE = {"getitem", "reshape", "transpose", "broadcast_to", "concatenate", "stack", "copy", "real",
         "take_along"}
 REDS = {"sum": "red_sum", "max": "red_max", "min": "red_min", "prod": "red_prod"}
 _SCALAR_TYPES = (bool, int, float, np.bool_, np.integer, np.floating)

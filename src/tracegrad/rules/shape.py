@@ -1,9 +1,9 @@
-"""Shape and layout: reshape, transpose, broadcast_to, concatenate, astype,
-copy, real/imag, and the many NumPy functions built from them (ravel,
-squeeze, expand_dims, swapaxes, moveaxis, stack, split, flip, roll, tile,
-repeat, diag, diagonal, trace, atleast_*d).
+"""Shape and layout: reshape, transpose, broadcast_to, concatenate, stack,
+astype, copy, real/imag, and the many NumPy functions built from them (ravel,
+squeeze, expand_dims, swapaxes, moveaxis, split, flip, roll, tile, repeat,
+diag, diagonal, trace, atleast_*d).
 
-Only four shape primitives carry rules; everything else is a handler that
+Only these shape primitives carry rules; everything else is a handler that
 composes them (and ``getitem``), so its derivatives follow automatically.
 """
 import numpy as np
@@ -237,8 +237,31 @@ def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     return bind(PRIMITIVES["concatenate"], tuple(arrays), {"axis": ax, "sizes": sizes})
 
 
+# stack is a primitive of its own (not expand_dims + concatenate): one node
+# instead of n + 1 forward and 2n backward, which matters for programs that
+# stack small values in a long loop (an ODE right-hand side under jit).
+def _stack_vjp(i, g, ans, *args, axis):
+    return g[(Ellipsis, i) + (slice(None),) * (-axis - 1)]
+
+
+def _stack_jvp(ts, ans, *args, axis):
+    k, ref = next((i, t) for i, t in enumerate(ts) if t is not None)
+    nb = ref.ndim - np.ndim(args[k])
+    batch = ref.shape[:nb]
+    parts = [t if t is not None else np.zeros(batch + np.shape(a), ans.dtype)
+             for t, a in zip(ts, args)]
+    return np.stack(parts, axis=axis)
+
+
+defprim("stack", lambda *xs, axis: np.stack(xs, axis=axis),
+        vjp=Variadic(_stack_vjp), jvp=_stack_jvp, save_args=False, save_ans=False)
+
+
 @defhandler(np.stack)
 def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    if out is not None:
+        from ..core.array import _inplace_error
+        raise _inplace_error("np.stack(..., out=...)")
     arrays = [_asarr(a) for a in arrays]
     if not arrays:
         raise ValueError("need at least one array to stack")
@@ -246,7 +269,9 @@ def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     if any(a.shape != shape for a in arrays):
         raise ValueError("all input arrays must have the same shape")
     (ax,) = norm_axes(axis, len(shape) + 1)
-    return concatenate([expand_dims(a, ax) for a in arrays], axis=ax, out=out, dtype=dtype)
+    if dtype is not None:
+        arrays = [a.astype(dtype) for a in arrays]
+    return bind(PRIMITIVES["stack"], tuple(arrays), {"axis": ax})
 
 
 @defhandler(np.hstack)
