@@ -394,3 +394,42 @@ def test_random_inplace_programs_match_out_of_place(program):
     np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12)
     _, t1 = tg.jvp(lambda x: run_inplace(x, program), (x,), (np.ones(8),))
     np.testing.assert_allclose(t1, np.sum(g2), rtol=1e-10, atol=1e-12)
+
+
+# --- outputs disconnected from the inputs -------------------------------------------------
+def _homogeneous(q):
+    T = np.eye(4)
+    T[:3, :3] = np.diag(np.stack([np.cos(q[0]), np.sin(q[0]), q[0]]))  # lost: plain buffer
+    return np.sum(T)
+
+
+def test_disconnected_output_warns_instead_of_silent_zero():
+    with pytest.warns(tg.EscapeWarning, match="does not depend on the differentiated inputs"):
+        g = tg.grad(_homogeneous)(np.array([0.3]))
+    assert g.tolist() == [0.0]
+    with pytest.warns(tg.EscapeWarning):
+        tg.vjp(lambda x: np.asarray(np.sin(x)).copy(), np.ones(2))
+    with tg.escape_policy(disconnected="raise"):
+        with pytest.raises(tg.EscapeError, match="disconnected|does not depend"):
+            tg.grad(_homogeneous)(np.array([0.3]))
+
+
+def test_disconnected_fixed_by_building_from_the_traced_array():
+    def f(q):
+        R = np.diag(np.stack([np.cos(q[0]), np.sin(q[0]), q[0]]))
+        T = np.zeros_like(R, shape=(4, 4))
+        T[3, 3] = 1.0
+        T[:3, :3] = R
+        return np.sum(T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = tg.grad(f)(np.array([0.3]))
+    np.testing.assert_allclose(g, [-np.sin(0.3) + np.cos(0.3) + 1.0])
+
+
+def test_no_warning_when_nothing_was_recorded_or_policy_ignores():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tg.grad(lambda x: 3.0)(np.array([1.0])).tolist() == [0.0]
+        with tg.escape_policy(disconnected="ignore"):
+            tg.grad(_homogeneous)(np.array([0.3]))

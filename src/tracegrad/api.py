@@ -11,12 +11,12 @@ import numbers
 import numpy as np
 
 from . import errors
-from .core.array import TracedArray, tags_of, wrap
+from .core.array import TracedArray, escape, escape_policy, tags_of, wrap
 from .core.collector import paused_call
 from .core.forward import ForwardLevel, forward_walk
 from .core.pytree import tree_flatten, tree_unflatten
 from .core.reverse import backward
-from .core.tape import Tape
+from .core.tape import Tape, level_stack, levels_entered
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian",
            "hessian", "hvp", "check_grads"]
@@ -139,6 +139,12 @@ def _partial(fun, args, kwargs, nums):
 @paused_call
 def _trace_reverse(fun, primals, has_aux):
     leaves, treedef = tree_flatten(tuple(primals))
+    # Only the outermost transform judges disconnection, and only when no
+    # transform ran inside it: a derivative that is constant in the outer
+    # inputs (the gradient of a linear function) is an ordinary, untraced
+    # result.
+    outermost = not level_stack()
+    entered = levels_entered()
     tape = Tape()
     with tape:
         ins = []
@@ -155,7 +161,24 @@ def _trace_reverse(fun, primals, has_aux):
     for x in out_leaves:
         _check_out_leaf(x)
         out_vars.append(tags_of(x).get(tape, -1) if type(x) is TracedArray else -1)
+    if outermost and levels_entered() == entered + 1 and tape.nodes and all(
+            v < 0 for v in out_vars) and any(
+            np.result_type(x).kind in "fc" for x in out_leaves):
+        _disconnected(len(tape.nodes))
     return tape, ins, treedef, out_leaves, out_def, out_vars, aux
+
+
+def _disconnected(nops):
+    escape("disconnected",
+           f"the output does not depend on the differentiated inputs through any operation "
+           f"tracegrad saw, although {nops} operation(s) on them were recorded, so the "
+           "derivative is zero. If that is unexpected: either it depends on them only through "
+           "piecewise-constant operations (np.floor, np.round, comparisons, np.argmax...), or "
+           "a value left the trace where no hook sees it: np.asarray(x) / np.array(x) of a traced array, a traced array written "
+           "into a plain one (T = np.eye(4); T[:3, :3] = R: build T from R with np.block, "
+           "np.concatenate or T = np.zeros_like(R, shape=(4, 4)) instead), or a library "
+           "function that converts its input (SciPy: see docs/supported.md). Silence with "
+           "tracegrad.escape_policy(disconnected='ignore').", depth=3)
 
 
 @paused_call
@@ -599,6 +622,12 @@ def check_grads(fun, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, 
     >>> import numpy as np, tracegrad as tg
     >>> tg.check_grads(lambda x: np.sin(x) * x ** 2, (np.array([0.3, 1.2]),), order=2)
     """
+    # higher derivatives of linear parts are constant: not an escape here
+    with escape_policy(disconnected="ignore"):
+        return _check_grads(fun, args, order, modes, atol, rtol, eps, seed)
+
+
+def _check_grads(fun, args, order, modes, atol, rtol, eps, seed):
     if not isinstance(args, (tuple, list)):
         raise TypeError("check_grads expects args as a tuple, e.g. check_grads(f, (x,))")
     modes = tuple(modes)

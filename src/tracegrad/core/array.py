@@ -733,14 +733,18 @@ class escape_policy:
     ``escape``: a traced value written into a plain array (``buf[i] = x``,
     ``out=`` a plain array) — default ``"raise"``. ``convert``: a traced
     value turned into a Python number (``float(x)``, ``x.item()``,
-    ``np.array([x0, x1])``) — default ``"warn"``. Each is ``"raise"``,
+    ``np.array([x0, x1])``) — default ``"warn"``. ``disconnected``: a
+    transform's output does not depend on its inputs through any recorded
+    operation although operations on them were recorded (the derivative is
+    zero; usually a value left the trace unseen) — default ``"warn"``.
+    Each is ``"raise"``,
     ``"warn"`` or ``"ignore"``. Works as a plain call (sets the policy) and
     as a context manager (restores it on exit).
     """
 
-    def __init__(self, escape=None, convert=None):
+    def __init__(self, escape=None, convert=None, disconnected=None):
         self.saved = dict(POLICY)
-        for k, v in (("escape", escape), ("convert", convert)):
+        for k, v in (("escape", escape), ("convert", convert), ("disconnected", disconnected)):
             if v is None:
                 continue
             if v not in ("raise", "warn", "ignore"):
@@ -760,7 +764,9 @@ class escape_policy:
 #: what to do when a derivative is about to be lost: "raise", "warn" or "ignore".
 #: "escape": a traced value written into a plain array (definite loss);
 #: "convert": a traced value turned into a Python number (float(x), x.item()).
-POLICY = {"escape": "raise", "convert": "warn"}
+#: "disconnected": a transform's output is untraced although operations on
+#: its inputs were recorded (an escape no hook saw).
+POLICY = {"escape": "raise", "convert": "warn", "disconnected": "warn"}
 
 
 def _user_frame(depth):

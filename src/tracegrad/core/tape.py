@@ -24,6 +24,7 @@ from .. import errors
 class _State(threading.local):
     def __init__(self):
         self.stack = []
+        self.entered = 0   # levels entered so far (tells a transform a nested one ran)
 
 
 _state = _State()
@@ -32,6 +33,11 @@ _state = _State()
 def level_stack():
     """The calling thread's stack of active levels, outermost first."""
     return _state.stack
+
+
+def levels_entered():
+    """How many levels the calling thread has entered so far."""
+    return _state.entered
 
 
 class Level:
@@ -54,6 +60,7 @@ class Level:
         self.depth = len(stack) + 1
         self.active = True
         stack.append(self)
+        _state.entered += 1
         return self
 
     def __exit__(self, *exc):
