@@ -7,6 +7,8 @@ lowering modes of ``MODES``: the plain NumPy plan, the default plan (small
 values in the machine, :mod:`tracegrad.compile.vm`), and fused kernels for
 everything (no machine).
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -426,3 +428,17 @@ def test_value_dependent_rule_branches_are_guarded():
     for v in ([1.0, 3.0, 2.0, 5.0], [4.0, 1.0, 2.0, 3.0], [1.0, 3.0, 2.0, 5.0]):
         v = np.array(v)
         np.testing.assert_allclose(jg(v), tg.grad(g)(v))
+
+
+def test_one_result_of_a_multi_result_primitive():
+    """np.nonzero of a vector is a tuple of one array: the plan stores the
+    array, not the tuple stacked into a 2-D array (which failed its guard)."""
+    f = lambda x: np.sum(x[np.where(x > 0.5)[0]] ** 2)  # noqa: E731
+    x = np.array([0.1, 0.7, 0.9, 0.2])
+    for vm in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            jf = jit(f, vm=vm)
+            assert jf(x) == f(x)
+            assert jf(x * 1.1) == f(x * 1.1)
+        assert jf.stats["replays"] == 1

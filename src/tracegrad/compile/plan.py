@@ -68,6 +68,9 @@ class NumpyStep(Step):
         r = self.fn(*[vals[i] for i in self.ins], **self.params)
         outs = self.outs
         if len(outs) == 1:
+            if type(r) is tuple:
+                # a multi-result primitive with one result (np.nonzero of a vector)
+                (r,) = r
             if type(r) is not _ndarray:
                 r = _asarray(r)
             vals[outs[0]] = r
