@@ -42,7 +42,7 @@ import warnings
 
 import numpy as np
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, concrete
 from ..core.primitive import defhandler, defprim, unsupported
 from .indexing import take_along
 from .reductions import norm_axes
@@ -99,7 +99,7 @@ def partition(a, kth, axis=-1, kind="introselect", order=None):
         a = np.ravel(a)
         axis = -1
     (ax,) = norm_axes(axis, a.ndim)
-    kth = _plain(kth)
+    kth = concrete(kth, "index")
     idx = np.argpartition(a, kth, axis=ax, kind=kind)
     return take_along(a, idx, ax)
 
@@ -129,7 +129,7 @@ def _gather(s, idx, qshape):
     and integer ``idx`` broadcastable to ``qshape + red``."""
     red = s.shape[:-1]
     full = qshape + red
-    idx = np.asarray(idx)
+    idx = _asarr(idx)       # may be traced (computed from the NaN count at run time)
     if idx.ndim == len(qshape) and red:
         idx = idx.reshape(idx.shape + (1,) * len(red))
     idx = np.broadcast_to(idx, full)
@@ -207,84 +207,112 @@ def _quantile(a, q, axis, method, keepdims, nan_aware, weights, weak_q):
     if a.dtype.kind in "biu" and (fix_gamma is not None or nan_aware):
         a = a.astype(np.float64)
     q = q if isinstance(q, np.ndarray) else np.asarray(q)
-    qv = _plain(q)
+    qv = _plain(q)          # for shapes and dtypes only
     if qv.ndim > 2:
         raise ValueError("q must be a scalar or 1d")
-    if not (np.all(qv >= 0) and np.all(qv <= 1)):
+    if not bool(np.all((q >= 0) & (q <= 1))):     # traced q: a guard under jit
         raise ValueError("Quantiles must be in the range [0, 1]")
     if a.size == 0:
         return np.quantile(_plain(a), qv, axis=axis, method=method, keepdims=keepdims)
     s, axes, kept = _prep_sorted(a, axis)
-    sv = _plain(s)
-    N = sv.shape[-1]
+    N = s.shape[-1]
     qshape = qv.shape
-    floating = sv.dtype.kind in "fc"
+    floating = s.dtype.kind in "fc"
+    # The NaN count, the NaN mask and the indices computed from them are traced
+    # NumPy calls on the sorted values (recorded, so jit recomputes them each
+    # call); only shapes and dtypes are read from plain values.
     if nan_aware and floating:
-        n = N - np.sum(np.isnan(sv), axis=-1)              # per slice, shape kept
+        n = N - np.sum(np.isnan(s), axis=-1)               # per slice, shape kept
         qb = np.reshape(q, qshape + (1,) * len(kept))
-        qbv = np.reshape(qv, qshape + (1,) * len(kept))
         bad = n == 0
-        if np.any(bad):
+        if bool(np.any(bad)):
             warnings.warn("All-NaN slice encountered", RuntimeWarning, stacklevel=4)
         nmax = np.maximum(n - 1, 0)
     else:
         n = N
-        qb, qbv = q, qv
-        bad = np.isnan(sv[..., -1]) if floating else None
+        qb = q
+        bad = np.isnan(s[..., -1]) if floating else None
         nmax = N - 1
     if weights is not None:
-        res = _weighted_pick(a, s, sv, qv, axes, weights, nan_aware)
+        res = _weighted_pick(a, s, q, axes, weights, nan_aware)
     elif fix_gamma is None:
-        idx = np.minimum(vindex(n, qbv), nmax)
+        idx = np.minimum(vindex(n, qb), nmax)
         res = _gather(s, idx, qshape)
     else:
-        v = vindex(n, qb)                                   # traced when q is
-        vv = _plain(v)
+        v = vindex(n, qb)                                   # traced when q or n is
         with np.errstate(invalid="ignore"):
-            prev = np.floor(vv)
+            prev = np.floor(v)
             nxt = prev + 1
-            above = vv >= n - 1
-            below = vv < 0
+            above = v >= n - 1
+            below = v < 0
             prev = np.where(above, nmax, np.where(below, 0, prev))
             nxt = np.where(above, nmax, np.where(below, 0, nxt))
-            prev = np.where(np.isnan(vv), 0, prev).astype(np.intp)
-            nxt = np.where(np.isnan(vv), 0, nxt).astype(np.intp)
+            vnan = np.isnan(v)
+            prev = np.where(vnan, 0, prev).astype(np.intp)
+            nxt = np.where(vnan, 0, nxt).astype(np.intp)
         lo = _gather(s, prev, qshape)
         hi = _gather(s, nxt, qshape)
         gamma = v - prev
         if fix_gamma is not True:
-            gamma = fix_gamma(_plain(gamma), vv)
-        if weak_q and type(gamma) is not TracedArray and np.ndim(gamma) == 0:
-            gamma = float(gamma)
+            gamma = fix_gamma(gamma, v)
+        if weak_q and np.ndim(gamma) == 0:
+            # NumPy computes gamma in the data's float type for a Python float q
+            gamma = float(gamma) if type(gamma) is not TracedArray else gamma.astype(
+                s.real.dtype if floating else np.float64)
         elif np.ndim(gamma) and not np.ndim(n):
             gamma = np.reshape(gamma, np.shape(gamma) + (1,) * len(kept))
+        elif weak_q and type(gamma) is TracedArray and floating:
+            gamma = gamma.astype(s.real.dtype)
         res = _lerp(lo, hi, gamma)
-    if bad is not None and np.any(bad):
+    if bad is not None and bool(np.any(bad)):
         res = np.where(np.broadcast_to(bad, qshape + kept), np.nan, res)
     return _finish(res, qshape, a.shape, axes, keepdims)
 
 
-def _weighted_pick(a, s, sv, qv, axes, weights, nan_aware):
+def _weighted_pick(a, s, q, axes, weights, nan_aware):
     """Weighted ``inverted_cdf``: NumPy picks one order statistic per slice;
     the derivative goes to the first sorted element with that value. The
-    weights enter through a piecewise-constant choice: no derivative."""
-    w = np.asarray(_plain(weights))
-    av = _plain(a)
-    if w.shape != av.shape:
+    weights enter through a piecewise-constant choice: no derivative.
+
+    The pick is NumPy's (the first sorted element whose normalised cumulative
+    weight reaches q), computed with traced NumPy calls on the data and the
+    weights, so that under jit it follows each call's values."""
+    w = _asarr(weights)
+    if w.shape != a.shape:
         if w.ndim != 1 or len(axes) != 1:
             raise ValueError("Shape of weights must be consistent with shape of a "
                              "along specified axis.")
-        shape = [1] * av.ndim
+        shape = [1] * a.ndim
         shape[axes[0]] = -1
-        w = np.broadcast_to(w.reshape(shape), av.shape)
-    am, _ = _to_last(av, axes)
+        w = np.broadcast_to(np.reshape(w, shape), a.shape)
+    am, _ = _to_last(a, axes)
     wm, _ = _to_last(w, axes)
-    func = np.nanquantile if nan_aware else np.quantile
-    r = func(am, qv, axis=-1, method="inverted_cdf", weights=wm)
+    N = s.shape[-1]
+    ws = take_along(wm, stable_argsort(am, -1), -1)      # weights in sorted order
+    if nan_aware and s.dtype.kind in "fc":
+        ws = np.where(np.isnan(s), np.zeros((), ws.dtype), ws)   # NaNs are dropped
+    cdf = np.cumsum(ws, axis=-1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf = cdf / cdf[..., -1:]
+    if bool(np.any(np.isnan(cdf[..., -1]))):
+        if not nan_aware:
+            raise ValueError("Weights included NaN, inf or were all zero.")
+    qd = np.result_type(_plain(q))
+    if qd.kind == "f":
+        cdf = cdf.astype(qd)
+    # leading zero weights: the pick for q = 0 is the first positive weight
+    cdf = np.where(cdf == 0, -np.ones((), cdf.dtype), cdf)
+    qshape = np.shape(q)
+    qb = np.reshape(q, qshape + (1,) * (cdf.ndim - 1) + (1,))
     with np.errstate(invalid="ignore"):
-        idx = np.sum(sv < r[..., None], axis=-1)
-    idx = np.minimum(idx, sv.shape[-1] - 1)
-    return _gather(s, idx, np.shape(qv))
+        idx = np.sum(cdf < qb, axis=-1)                   # searchsorted(cdf, q, "left")
+    idx = np.minimum(idx, N - 1)
+    r = _gather(s, idx, qshape)                           # the picked values
+    # the first sorted element with the picked value gets the derivative
+    rb = np.reshape(r, np.shape(r) + (1,))
+    with np.errstate(invalid="ignore"):
+        first = np.minimum(np.sum(s < rb, axis=-1), N - 1)
+    return _gather(s, first, qshape)
 
 
 def _qhandler(scale, nan_aware, name):
@@ -326,13 +354,13 @@ def _median(a, axis, keepdims, nan_aware):
         f = np.nanmedian if nan_aware else np.median
         return f(_plain(a), axis=axis, keepdims=keepdims)
     s, axes, kept = _prep_sorted(a, axis)
-    sv = _plain(s)
-    N = sv.shape[-1]
-    floating = sv.dtype.kind in "fc"
+    N = s.shape[-1]
+    floating = s.dtype.kind in "fc"
+    # NaN count and mask: traced, as in _quantile
     if nan_aware and floating:
-        n = N - np.sum(np.isnan(sv), axis=-1)
+        n = N - np.sum(np.isnan(s), axis=-1)
         bad = n == 0
-        if np.any(bad):
+        if bool(np.any(bad)):
             warnings.warn("All-NaN slice encountered", RuntimeWarning, stacklevel=3)
         lo_i = np.maximum((n - 1) // 2, 0)
         hi_i = np.maximum(n // 2, 0)
@@ -340,10 +368,10 @@ def _median(a, axis, keepdims, nan_aware):
         hi = _gather(s, np.minimum(hi_i, N - 1), ())
         res = (lo + hi) / 2
     else:
-        bad = np.isnan(sv[..., -1]) if floating else None
+        bad = np.isnan(s[..., -1]) if floating else None
         lo = s[..., (N - 1) // 2]
         res = lo if N % 2 else (lo + s[..., N // 2]) / 2
-    if bad is not None and np.any(bad):
+    if bad is not None and bool(np.any(bad)):
         res = np.where(bad, np.nan, res)
     return _finish(res, (), a.shape, axes, keepdims)
 
@@ -409,7 +437,7 @@ def nancumprod(a, axis=None, dtype=None, out=None):
 def _valid(mask, where, shape):
     valid = np.ones(shape, bool) if mask is None else ~mask
     if where is not _NoValue and where is not True:
-        valid = valid & np.broadcast_to(_plain(where), shape)
+        valid = valid & np.broadcast_to(where, shape)   # traced where: part of the graph
     return valid
 
 
