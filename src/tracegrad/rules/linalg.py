@@ -9,7 +9,7 @@ import string
 
 import numpy as np
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
 from ..core.primitive import PRIMITIVES, UFUNC_PRIMS, Variadic, defhandler, defprim
 
@@ -443,6 +443,7 @@ import warnings  # noqa: E402
 
 from .. import errors  # noqa: E402
 from ..core.primitive import unsupported  # noqa: E402
+from .indexing import take_along  # noqa: E402
 
 try:  # result types of np.linalg (NumPy >= 2)
     from numpy.linalg._linalg import (EigResult, EighResult, QRResult, SlogdetResult,  # noqa: E402
@@ -454,7 +455,10 @@ _la = np.linalg
 
 
 def _val(x):
-    """The concrete value of a (possibly traced) array, for decisions only."""
+    """The plain value of a (possibly traced) array: for dtypes, shapes and
+    warnings only. A decision that changes a result must be a traced NumPy
+    call (recorded, so jit recomputes it each call) or go through bool()/int()
+    (which jit guards); a plain one would be baked into a jitted plan."""
     return x._v if type(x) is TracedArray else x
 
 
@@ -508,7 +512,9 @@ def _no_out(out, what):
 
 def _warn_degenerate(what, mask, *parts):
     """Warn when any of ``parts`` is non-negligible where ``mask`` is set
-    (``mask`` broadcasts against the parts' trailing axes)."""
+    (``mask`` broadcasts against the parts' trailing axes). Only warns, so it
+    reads plain values (no jit guard)."""
+    mask = _val(mask)
     if not np.any(mask):
         return
     for p in parts:
@@ -530,12 +536,14 @@ def _warn_degenerate(what, mask, *parts):
 
 
 def _ties(w):
-    """Boolean (..., n, n): off-diagonal pairs whose values are equal to working precision."""
-    wv = _val(w)
-    n = wv.shape[-1]
-    d = np.abs(wv[..., None, :] - wv[..., :, None])
-    scale = np.max(np.abs(wv), axis=-1, keepdims=True)[..., None] if n else 0.0
-    tie = d <= n * np.finfo(wv.dtype).eps * scale
+    """Boolean (..., n, n): off-diagonal pairs whose values are equal to working precision.
+
+    Traced NumPy calls on ``w``: under jit(grad) the mask is recomputed each
+    call, not the first call's ties baked into the plan."""
+    n = w.shape[-1]
+    d = np.abs(w[..., None, :] - w[..., :, None])
+    scale = np.max(np.abs(w), axis=-1, keepdims=True)[..., None] if n else 0.0
+    tie = d <= n * np.finfo(_val(w).dtype).eps * scale
     return tie & ~np.eye(n, dtype=bool)
 
 
@@ -549,13 +557,14 @@ def _inv_gaps(w, tie):
 
 
 def _safe_recip(s):
-    """(1/s where s is nonzero to working precision, else 0; mask of the zeros)."""
-    sv = _val(s)
-    n = sv.shape[-1]
-    tol = max(n, 1) * np.finfo(sv.dtype).eps * (np.max(sv, axis=-1, keepdims=True) if n else 0)
-    small = sv <= tol
-    one = np.ones((), sv.dtype)
-    return np.where(small, np.zeros((), sv.dtype), 1 / np.where(small, one, s)), small
+    """(1/s where s is nonzero to working precision, else 0; mask of the zeros).
+    The mask is traced, as in _ties."""
+    dt = _val(s).dtype
+    n = s.shape[-1]
+    tol = max(n, 1) * np.finfo(dt).eps * (np.max(s, axis=-1, keepdims=True) if n else 0)
+    small = s <= tol
+    one = np.ones((), dt)
+    return np.where(small, np.zeros((), dt), 1 / np.where(small, one, s)), small
 
 
 # --- solve -------------------------------------------------------------------------------
@@ -812,10 +821,10 @@ def _eig_impl(a):
 
 
 def _pivots(V):
-    Vv = _val(V)
-    n = Vv.shape[-1]
-    p = np.argmax(np.abs(Vv), axis=-2)
-    return (np.arange(n)[:, None] == p[..., None, :]).astype(Vv.real.dtype)
+    # traced argmax: under jit the pivot follows each call's eigenvectors
+    n = V.shape[-1]
+    p = np.argmax(np.abs(V), axis=-2)
+    return (np.arange(n)[:, None] == p[..., None, :]).astype(_val(V).real.dtype)
 
 
 def _eig_jvp(t, ans, a):
@@ -864,11 +873,12 @@ def eig(a):
 def _eig_matching(a, w):
     """Eigenvectors of ``a`` ordered like the eigenvalues ``w`` (from eigvals)."""
     w2, V = _la.eig(a)
-    wv, w2v = _val(w), _val(w2)
-    if wv.shape and not np.allclose(wv, w2v, rtol=0, atol=0):
-        order = np.argmin(np.abs(wv[..., :, None] - w2v[..., None, :]), axis=-1)
-        if np.any(order != np.arange(wv.shape[-1])):
-            V = np.take_along_axis(V, np.broadcast_to(order[..., None, :], _val(V).shape), -1)
+    # traced tests and a traced gather (bool() is a jit guard; take_along uses
+    # the index computed at run time)
+    if w.shape and not bool(np.all(w == w2)):
+        order = np.argmin(np.abs(w[..., :, None] - w2[..., None, :]), axis=-1)
+        if bool(np.any(order != np.arange(w.shape[-1]))):
+            V = take_along(V, np.broadcast_to(order[..., None, :], V.shape), -1)
     return V
 
 
@@ -904,12 +914,11 @@ def _svd_split(s, tie):
     """G = 1/(2(s_j - s_i)) (ties zeroed) and Hs = 1/(2(s_j + s_i)) (0 where both are 0)."""
     n = s.shape[-1]
     G = _inv_gaps(s, tie) * 0.5
-    sv = _val(s)
-    both0 = (sv[..., None, :] + sv[..., :, None]) == 0
-    both0 = both0 | np.eye(n, dtype=bool)
+    dt = _val(s).dtype
     tot = s[..., None, :] + s[..., :, None]
-    one = np.ones((), sv.dtype)
-    Hs = np.where(both0, np.zeros((), sv.dtype), 0.5 / np.where(both0, one, tot))
+    both0 = (tot == 0) | np.eye(n, dtype=bool)          # traced, as in _ties
+    one = np.ones((), dt)
+    Hs = np.where(both0, np.zeros((), dt), 0.5 / np.where(both0, one, tot))
     return G, Hs
 
 
@@ -1196,7 +1205,7 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=_NoValue):
             rcond = rtol
     elif rtol is not _NoValue:
         raise ValueError("`rtol` and `rcond` can't be both set.")
-    rcond = _val(rcond)
+    rcond = concrete(rcond, "value")     # a parameter: jit guards a traced one
     return bind(PRIMITIVES["linalg.pinv"], (a,), {"rcond": rcond, "hermitian": bool(hermitian)})
 
 
@@ -1245,15 +1254,16 @@ def lstsq(a, b, rcond=None):
         rcond = np.finfo(dt if dt.kind in "fc" else np.float64).eps * max(m, n)
     x = bind(PRIMITIVES["linalg.lstsq"], (a, b), {"rcond": rcond})
     s = svdvals(a)
-    sv = _val(s)
-    rank = int(np.sum(sv > rcond * sv[0])) if sv.size else 0
+    # the rank decides whether residuals are returned: int() of a traced count,
+    # which jit guards (a plain count would fix the first call's rank)
+    rank = int(np.sum(s > rcond * s[0])) if s.size else 0
     if rank == n and m > n:
         r = b - (a @ x)
         resid = np.sum(_sqabs(r), axis=0)
         if b.ndim == 1:
             resid = np.reshape(resid, (1,))
     else:
-        resid = np.empty((0,), dtype=np.result_type(sv.dtype))
+        resid = np.empty((0,), dtype=_val(s).dtype)
     return x, resid, np.int32(rank), s
 
 
@@ -1267,7 +1277,8 @@ defprim("linalg.matrix_rank", _matrix_rank_impl, nondiff=True)
 @defhandler(_la.matrix_rank)
 def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     return bind(PRIMITIVES["linalg.matrix_rank"], (_asarr(A),),
-                {"tol": _val(tol), "hermitian": hermitian, "rtol": _val(rtol)})
+                {"tol": concrete(tol, "value"), "hermitian": hermitian,
+                 "rtol": concrete(rtol, "value")})
 
 
 # --- norms ---------------------------------------------------------------------------------
