@@ -40,7 +40,7 @@ except ImportError:  # NumPy < 2.0
     from numpy.core.multiarray import normalize_axis_index
     from numpy.core.numeric import normalize_axis_tuple
 
-from ..core.array import TracedArray, bind
+from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
 from ..core.primitive import PRIMITIVES, defhandler, defprim, unsupported
 from .indexing import normalize_key
@@ -446,7 +446,8 @@ def polydiv(u, v):
         qs.append(d)
         r = np.concatenate([r[:k], r[k:k + n + 1] - d * v, r[k + n + 1:]])
     q = np.stack(qs) if qs else np.zeros((1,), w.dtype)
-    while np.allclose(_plain(r[0]), 0, rtol=1e-14) and (r.shape[-1] > 1):
+    # a traced test (the trimmed length is guarded under jit, not baked in)
+    while r.shape[-1] > 1 and bool(np.allclose(r[0], 0, rtol=1e-14)):
         r = r[1:]
     return q, r
 
@@ -538,7 +539,8 @@ def _index_pairs(x, ndim):
     """NumPy's ``_as_pairs(x, ndim, as_index=True)`` (plain integers)."""
     if x is None:
         return ((None, None),) * ndim
-    x = np.round(np.array(_plain(x))).astype(np.intp, copy=False)
+    # widths are shapes: a traced one is concretised (jit guards it)
+    x = np.round(np.array(concrete(x, "index"))).astype(np.intp, copy=False)
     if x.ndim < 3:
         if x.size == 1:
             x = x.ravel()
@@ -672,7 +674,7 @@ def pad(array, pad_width, mode="constant", **kwargs):
         for ax, width in pad_width.items():
             seq[ax] = (width, width) if isinstance(width, int) else tuple(width)
         pad_width = seq
-    pw = np.asarray(_plain(pad_width))
+    pw = np.asarray(concrete(pad_width, "index"))
     if pw.dtype.kind != "i":
         raise TypeError("`pad_width` must be of integral type.")
     widths = _index_pairs(pw, array.ndim)
@@ -740,7 +742,7 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     y = np.arange(0, num, dtype=dt).reshape((-1,) + (1,) * np.ndim(delta))
     if div > 0:
         step = delta / div
-        if np.any(_plain(step) == 0):
+        if bool(np.any(step == 0)):       # traced: a jit guard
             y = y / div
             y = y * delta
         else:
@@ -839,7 +841,8 @@ def select(condlist, choicelist, default=0):
     except TypeError as e:
         raise TypeError(f"Choicelist and default value do not have a common dtype: {e}") \
             from None
-    conds = [np.asarray(_plain(c)) for c in condlist]
+    # traced conditions stay traced: under jit the masks are part of the graph
+    conds = [c if _is_traced(c) else np.asarray(c) for c in condlist]
     for i, c in enumerate(conds):
         if c.dtype.type is not np.bool_:
             raise TypeError(f"invalid entry {i} in condlist: should be boolean ndarray")
@@ -948,7 +951,7 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
         fact = w_sum - ddof
     else:
         fact = w_sum - ddof * np.sum(w * aweights) / w_sum
-    if _plain(fact) <= 0:
+    if bool(fact <= 0):       # traced when the weights are: a jit guard
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
         fact = 0.0
     X = X - avg[:, None]
