@@ -32,11 +32,54 @@ def _plain(x):
     return x
 
 
+def _has_traced(v):
+    if type(v) is TracedArray:
+        return True
+    return type(v) in (list, tuple) and any(_has_traced(e) for e in v)
+
+
+def _split_kwargs(args, kwargs):
+    """(args, params) for ``bind``: keyword values that hold traced arrays
+    (``bins=edges``, ``range=(lo, hi)``, ``sorter=...``) travel as trailing
+    arguments, so a capturing level (jit) passes each call's values instead of
+    baking in the first call's; the others are static parameters."""
+    args = tuple(_plain(a) if type(a) is not TracedArray else a for a in args)
+    static, dyn, extra = [], [], []
+    for k, v in kwargs.items():
+        if not _has_traced(v):
+            static.append((k, _plain(v)))
+        elif type(v) is TracedArray:
+            dyn.append((k, None))
+            extra.append(v)
+        else:   # a list/tuple: each element is an argument
+            dyn.append((k, (type(v), len(v))))
+            extra.extend(v)
+    params = {"kwargs": tuple(static)}
+    if dyn:
+        params["dyn"] = tuple(dyn)
+    return args + tuple(extra), params
+
+
+def _rebuild(args, kwargs, dyn):
+    kw = dict(kwargs)
+    if dyn:
+        n = sum(1 if spec is None else spec[1] for _, spec in dyn)
+        args, tail = args[:len(args) - n], list(args[len(args) - n:])
+        for k, spec in dyn:
+            if spec is None:
+                kw[k] = tail.pop(0)
+            else:
+                kw[k] = spec[0](tail[:spec[1]])
+                del tail[:spec[1]]
+    return args, kw
+
+
 def _make(func):
     name = "nondiff." + func.__name__
 
-    def impl(*args, kwargs):
-        return func(*args, **dict(kwargs))
+    def impl(*args, kwargs, dyn=()):
+        args, kw = _rebuild(args, kwargs, dyn)
+        return func(*args, **kw)
 
     defprim(name, impl, nondiff=True)
     from ..core.primitive import PRIMITIVES
@@ -49,8 +92,7 @@ def _make(func):
             if type(w) is TracedArray:
                 from ..core.primitive import unsupported
                 raise unsupported(f"np.{func.__name__}(..., weights=<traced>)")
-        return bind(prim, tuple(_plain(a) if type(a) is not TracedArray else a for a in args),
-                    {"kwargs": tuple((k, _plain(v)) for k, v in kwargs.items())})
+        return bind(prim, *_split_kwargs(args, kwargs))
     return handler
 
 
