@@ -227,7 +227,9 @@ def _chooser(name, npfunc):
         if where is not True or initial is not None:
             if initial is None:
                 raise ValueError(f"reduction operation '{name}' with where= requires initial=")
-            fill = np.asarray(initial, a.dtype)
+            # a traced initial keeps its derivative (np.asarray would drop it)
+            fill = initial if isinstance(initial, np.ndarray) else np.asarray(initial)
+            fill = fill.astype(a.dtype) if fill.dtype != a.dtype else fill
             a = np.where(where, a, fill) if where is not True else a
             r = bind(PRIMITIVES[name], (a,), {"axis": norm_axes(axis, a.ndim),
                                              "keepdims": bool(keepdims)})
