@@ -97,13 +97,14 @@ def calibrate(n=BLOCK):
         else:
             t_np = _best(lambda: uf(x, y, out=o))
         out[name] = (max(t_vm - t_copy, 0.0) / n * 1e9 + 0.3, t_np / n * 1e9)
-    # kernels evaluate these with rt's vectorisable forms, not the machine's libm call
+    # kernels evaluate these with statements of their own, not the machine's
+    # libm call: time them as a one-operation kernel
     from .codegen import _VECTOR_F64
-    loop = _rt_loop()
     o = np.empty(n)
-    for k, name in enumerate(sorted(_VECTOR_F64)):
-        loop(k, x, o)
-        out[name] = (_best(lambda: loop(k, x, o)) / n * 1e9, out[name][1])
+    for name in sorted(_VECTOR_F64):
+        kern = one_op_kernel(name)
+        kern(n, x, o)
+        out[name] = (_best(lambda: kern(n, x, o)) / n * 1e9, out[name][1])
     small = np.empty(1)
     one = np.ones(1)
     out["__call__"] = _best(lambda: np.multiply(one, one, out=small), 20) * 1e9  # ns
@@ -137,6 +138,13 @@ def choose(ir, option="auto"):
 
 
 
-def _rt_loop():
-    from . import rt
-    return rt.calibration_loop
+
+def one_op_kernel(name, dtype=np.float64):
+    """The flat kernel computing ``name`` of one array: ``kernel(n, x, out)``."""
+    from .codegen import KernelIR, Operand, kernel_source
+    dt = np.dtype(dtype)
+    ir = KernelIR((1,))
+    ir.inputs = [("full", dt, (1,))]
+    ir.ops = [(name, [Operand("in", 0, dt)], dt, {})]
+    ir.stores = [0]
+    return cache.load(kernel_source(ir)[0])

@@ -1,7 +1,6 @@
 """Scalar helpers that generated kernels call where NumPy's semantics differ
 from Python's (NaN propagation in maximum/minimum, sign of NaN, logaddexp),
-and float64 ``exp``/``tanh`` written without libm calls so that LLVM can
-vectorise the loops that use them.
+and float64 ``exp``/``tanh`` that LLVM can vectorise.
 
 They are small ``@njit`` functions; LLVM inlines them into the kernels.
 Their source is part of every kernel's cache key (see :mod:`.cache`).
@@ -16,51 +15,100 @@ from numba.extending import intrinsic
 _opts = dict(cache=True, error_model="numpy")
 
 
-@intrinsic
-def _bits_to_double(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _llvm.DoubleType())
-    return types.float64(types.int64), codegen
+# --- float64 exp and tanh as inline LLVM IR ------------------------------------------------
+# A loop that calls libm cannot be vectorised (and numba calls libm's exp,
+# ~5 ns/element here). These emit their instructions straight into the
+# kernel's loop body as numba intrinsics: no call for LLVM to decline to
+# inline, one call site for numba to type (written as Python statements they
+# doubled a kernel's compile time).
+_F64 = _llvm.DoubleType()
+_I64 = _llvm.IntType(64)
+_ROUND = 6755399441055744.0           # 1.5 * 2**52
+_ROUND_BITS = 0x4338000000000000      # its representation
 
 
-@intrinsic
-def _double_to_bits(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _llvm.IntType(64))
-    return types.int64(types.float64), codegen
+def _f(v):
+    return _llvm.Constant(_F64, v)
 
 
-#: 1.5 * 2**52: adding it rounds a double of magnitude < 2**51 to an integer,
-#: which then sits in the low bits of the sum's representation
-_ROUND = 6755399441055744.0
-_ROUND_BITS = 0x4338000000000000
+def _intrinsic_fn(builder, name, nargs=1):
+    return builder.module.declare_intrinsic(
+        name, [_F64], _llvm.FunctionType(_F64, [_F64] * nargs))
 
 
-@njit(**_opts)
-def exp(x):
-    # fdlibm's e_exp.c reduction and rational form (< 1 ulp), with every
-    # step a vector instruction on AVX2: k = round(x / ln 2) by the _ROUND
-    # trick instead of a float->int64 conversion (which AVX2 lacks), 2**k as
-    # two exact power-of-two factors built from their bits (so results near
-    # overflow and in the subnormal range are rounded once), and the
-    # overflow/underflow/NaN cases as clamps and a select, not branches.
-    # libm's exp is a call the loop vectoriser cannot cross: this runs 2x
-    # faster as scalar code and more when the loop vectorises.
-    xc = min(max(x, -745.2), 709.8)
-    kd = xc * 1.44269504088896338700 + _ROUND
-    kf = kd - _ROUND
-    k = _double_to_bits(kd) - _ROUND_BITS
-    hi = xc - kf * 6.93147180369123816490e-01
-    lo = kf * 1.90821492927058770002e-10
-    r = hi - lo
-    t = r * r
-    c = r - t * (1.66666666666666019037e-01 + t * (-2.77777777770155933842e-03 + t * (
-        6.61375632143793436117e-05 + t * (-1.65339022054652515390e-06
-                                          + t * 4.13813679705723846039e-08))))
-    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
-    k1 = _double_to_bits(kf * 0.5 + _ROUND) - _ROUND_BITS
-    res = y * _bits_to_double((k1 + 1023) << 52) * _bits_to_double((k - k1 + 1023) << 52)
-    return res if x == x else x
+def _emit_exp(builder, x):
+    """fdlibm's e_exp.c reduction and rational form (< 1 ulp) with every step
+    an AVX2 vector instruction: k = round(x / ln 2) by adding 1.5 * 2**52 (the
+    integer lands in the low bits) instead of a float->int64 conversion, which
+    AVX2 lacks; 2**k as two exact power-of-two factors built from their bits,
+    so results near overflow and in the subnormal range round once; overflow,
+    underflow and NaN as clamps and selects, not branches."""
+    b = builder
+    lo, hi = _f(-745.2), _f(709.8)
+    t = b.select(b.fcmp_ordered("<", x, lo), lo, x)
+    xc = b.select(b.fcmp_ordered(">", t, hi), hi, t)
+    d = b.fadd(b.fmul(xc, _f(1.44269504088896338700)), _f(_ROUND))
+    kf = b.fsub(d, _f(_ROUND))
+    h = b.fsub(xc, b.fmul(kf, _f(6.93147180369123816490e-01)))
+    lo_ = b.fmul(kf, _f(1.90821492927058770002e-10))
+    r = b.fsub(h, lo_)
+    q = b.fmul(r, r)
+    poly = _f(4.13813679705723846039e-08)
+    for c in (-1.65339022054652515390e-06, 6.61375632143793436117e-05,
+              -2.77777777770155933842e-03, 1.66666666666666019037e-01):
+        poly = b.fadd(_f(c), b.fmul(q, poly))
+    p = b.fsub(r, b.fmul(q, poly))
+    # y = 1 - ((lo - (r * p) / (2 - p)) - h)
+    y = b.fsub(_f(1.0), b.fsub(b.fsub(lo_, b.fdiv(b.fmul(r, p), b.fsub(_f(2.0), p))), h))
+    rb = _llvm.Constant(_I64, _ROUND_BITS)
+    k = b.sub(b.bitcast(d, _I64), rb)
+    j = b.sub(b.bitcast(b.fadd(b.fmul(kf, _f(0.5)), _f(_ROUND)), _I64), rb)
+    bias = _llvm.Constant(_I64, 1023)
+    shift = _llvm.Constant(_I64, 52)
+    s1 = b.bitcast(b.shl(b.add(j, bias), shift), _F64)
+    s2 = b.bitcast(b.shl(b.add(b.sub(k, j), bias), shift), _F64)
+    res = b.fmul(b.fmul(y, s1), s2)
+    return b.select(b.fcmp_unordered("uno", x, x), x, res)
+
+
+def _emit_tanh(builder, x):
+    """Cody & Waite: a rational form below ln(3)/2, 1 - 2/(exp(2|x|) + 1)
+    above (<= 2 ulp); both computed and one selected. |x| is capped at 22
+    (tanh is 1 to double precision there); x itself is returned at +-0 (the
+    rational form turns -0.0 into +0.0) and at NaN."""
+    b = builder
+    a = b.call(_intrinsic_fn(b, "llvm.fabs"), [x])
+    g = b.fmul(x, x)
+    num = b.fsub(b.fmul(b.fsub(b.fmul(_f(-0.96437492777225469787), g),
+                               _f(0.99225929672236083313e2)), g), _f(0.16134119023996228053e4))
+    den = b.fadd(b.fmul(b.fadd(b.fmul(b.fadd(g, _f(0.11274474380534949335e3)), g),
+                               _f(0.22337720718962312926e4)), g), _f(0.48402357071988688686e4))
+    near = b.fadd(x, b.fmul(x, b.fdiv(b.fmul(g, num), den)))
+    cap = _f(22.0)
+    e = _emit_exp(b, b.fmul(_f(2.0), b.select(b.fcmp_ordered("<", a, cap), a, cap)))
+    far = b.call(_intrinsic_fn(b, "llvm.copysign", 2),
+                 [b.fsub(_f(1.0), b.fdiv(_f(2.0), b.fadd(e, _f(1.0)))), x])
+    near = b.select(b.fcmp_ordered("==", a, _f(0.0)), x, near)
+    res = b.select(b.fcmp_ordered("<", a, _f(0.5493061443340549)), near, far)
+    return b.select(b.fcmp_unordered("uno", x, x), x, res)
+
+
+def _unary_f64(emit):
+    def typer(typingctx, x):
+        if not isinstance(x, (types.Float, types.Integer, types.Boolean)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            v = context.cast(builder, args[0], signature.args[0], types.float64)
+            return emit(builder, v)
+        return types.float64(x), codegen
+    return typer
+
+
+exp = intrinsic(_unary_f64(_emit_exp))
+exp.__doc__ = "float64 exp of a scalar, vectorisable (< 1 ulp)."
+tanh = intrinsic(_unary_f64(_emit_tanh))
+tanh.__doc__ = "float64 tanh of a scalar, vectorisable (<= 2 ulp)."
 
 
 @njit(**_opts)
@@ -136,24 +184,6 @@ def logaddexp(x, y):
 
 
 @njit(**_opts)
-def tanh(x):
-    # Cody & Waite: a rational form below ln(3)/2, 1 - 2/(exp(2|x|) + 1)
-    # above (<= 2 ulp). Both forms are computed and one selected, so the
-    # loop stays branch-free and vectorises; |x| is capped at 22, where
-    # tanh is 1 to double precision, and a NaN propagates through both.
-    a = abs(x)
-    g = x * x
-    p = (-0.96437492777225469787 * g - 0.99225929672236083313e2) * g \
-        - 0.16134119023996228053e4
-    q = ((g + 0.11274474380534949335e3) * g + 0.22337720718962312926e4) * g \
-        + 0.48402357071988688686e4
-    near = x + x * (g * p / q)
-    far = math.copysign(1.0 - 2.0 / (exp(2.0 * min(a, 22.0)) + 1.0), x)
-    # at x = -0.0, near is -0.0 + (+0.0) = +0.0: return x itself there
-    return (near if a != 0.0 else x) if a < 0.5493061443340549 else far
-
-
-@njit(**_opts)
 def log1p(u):
     # log(1 + u) corrected for the rounding of 1 + u (Goldberg); <= 1 ulp,
     # about twice as fast as libm's log1p here.
@@ -183,13 +213,3 @@ def red_min(acc, v):
         return v
     return acc
 
-
-@njit(**_opts)
-def calibration_loop(k, x, o):
-    # the cost model times the vectorisable forms as kernels run them
-    if k == 0:
-        for i in range(x.size):
-            o[i] = exp(x[i])
-    else:
-        for i in range(x.size):
-            o[i] = tanh(x[i])
