@@ -146,6 +146,9 @@ class CaptureLevel(Level):
         self._scalar_ids = {}  # (type, repr) -> const ref
         self._owned = {}       # id(root buffer) -> buffer, written during the trace
         self._pinned = set()   # ids of buffers whose full value a guard fixes
+        self._avals = self.graph.avals
+        self._nodes = self.graph.nodes
+        self._small = {}       # (dtype, shape, bytes) of a small array -> const ref
 
     # --- variables and constants ------------------------------------------------
     def new_input(self, arr):
@@ -202,11 +205,21 @@ class CaptureLevel(Level):
             if orig is a and snap.shape == a.shape and snap.dtype == a.dtype and \
                     np.array_equal(snap, a, equal_nan=snap.dtype.kind in "fc"):
                 return r
+        key = None
+        if a.size <= 4 and a.dtype.kind in "biufc":
+            # tiny arrays (the 0-d scalars backward rules make) are constants
+            # by value: one entry however many array objects carry it
+            key = (a.dtype.str, a.shape, a.tobytes())
+            r = self._small.get(key)
+            if r is not None:
+                return r
         snap = snapshot(a)
         consts = self.graph.consts
         consts.append(snap)
         r = -len(consts)
         self._const_ids[id(a)] = (a, snap, r)
+        if key is not None:
+            self._small[key] = r
         return r
 
     def _own(self, out):
@@ -234,13 +247,30 @@ class CaptureLevel(Level):
         return tuple(ins)
 
     def process(self, prim, args, t, params, tags):
-        ins = self._refs(args)
-        v = self._newvar(t)
+        # the hot path of a trace (once per recorded primitive): _refs,
+        # _newvar and _own inlined
+        ins = []
+        owned = self._owned
+        for a in args:
+            if type(a) is TracedArray:
+                r = a._tg.get(self)
+                if r is not None:
+                    b = a._v
+                    if b.base is None:
+                        owned[id(b)] = b
+                    ins.append(r)
+                    continue
+            ins.append(self.ref(a))
+        out = t._v
+        avals = self._avals
+        v = len(avals)
+        avals.append((out.shape, out.dtype))
         tags[self] = v
         if prim.name in STATIC_PRIMS:
-            self.graph.static[v] = snapshot(t._v)
-        self.graph.nodes.append(GNode(prim, ins, params, (v,)))
-        self._own(t._v)
+            self.graph.static[v] = snapshot(out)
+        self._nodes.append(GNode(prim, tuple(ins), params, (v,)))
+        if out.base is None:
+            owned[id(out)] = out
 
     def process_multi(self, prim, args, outs, params):
         ins = self._refs(args)

@@ -20,7 +20,7 @@ import warnings
 from .fuse import Group, build_kernel, cluster, worth_fusing
 from .plan import (GuardStep, NumpyStep, Plan, assign_frees, interpret, live_nodes, simplify,
                    slot_of)
-from .vm import Lowerer, Program, VMStep, small_values, vm_ok
+from .vm import Lowerer, Program, VMCheck, VMStep
 
 
 def lower(graph, options=None):
@@ -33,8 +33,8 @@ def lower(graph, options=None):
     live = live_nodes(graph)
     vm_nodes = set()
     if options.get("vm", True) is not False:
-        small = small_values(graph)
-        vm_nodes = {i for i in live if vm_ok(graph, nodes[i], small)}
+        ok = VMCheck(graph)
+        vm_nodes = {i for i in live if ok(nodes[i])}
     if len(vm_nodes) == len(live):
         # all in the machine (a program of small arrays): recorded order
         flat_units = live
@@ -107,9 +107,7 @@ def lower(graph, options=None):
         lowerer = Lowerer(prog)
         bslot = add_const(None)
         loads = []
-        node_fn = lowerer.node
-        for i in live:
-            node_fn(nodes[i], loads)
+        lowerer.nodes(nodes, live, loads)
         seg = (0, loads, [o for i in live for o in nodes[i].outs if o in needed])
         order = ()
     for k in order:

@@ -179,6 +179,7 @@ _SCALAR_TYPES = (bool, int, float, np.bool_, np.integer, np.floating)
 
 
 _size = __import__("math").prod
+_chain = __import__("itertools").chain.from_iterable
 
 
 def _exact_ints(c):
@@ -192,86 +193,118 @@ def _exact_ints(c):
 def small_values(graph):
     """Per variable: can the machine hold it (size and dtype)? Computed once
     per graph, so :func:`vm_ok` only looks values up."""
-    memo = {}
+    by_shape = {}
+    by_dtype = {}
     out = []
+    add = out.append
     for shape, dt in graph.avals:
-        ok = memo.get(dt)
+        ok = by_shape.get(shape)
         if ok is None:
-            ok = memo[dt] = _ok_dtype(dt)
-        out.append(ok and 0 < _size(shape) <= VM_MAX)
+            ok = by_shape[shape] = 0 < _size(shape) <= VM_MAX
+        if ok and dt is not _F64:
+            ok = by_dtype.get(dt)
+            if ok is None:
+                ok = by_dtype[dt] = _ok_dtype(dt)
+        add(ok)
     return out
 
 
 def vm_ok(graph, node, small=None):
     """Whether the machine runs ``node`` (small, real, supported); ``small``
     is :func:`small_values` of the graph."""
-    outs = node.outs
-    if len(outs) != 1:
-        return False
-    if small is None:
-        small = small_values(graph)
-    name = node.prim.name
-    avals = graph.avals
-    if not small[outs[0]]:
-        return False
-    out_dt = avals[outs[0]][1]
-    for r in node.ins:
-        if r >= 0:
-            if not small[r]:
-                return False
+    return VMCheck(graph, small)(node)
+
+
+class VMCheck:
+    """:func:`vm_ok` for the nodes of one graph: ``check(node)``. Constants
+    are checked once each (a long program refers to the same ones again and
+    again)."""
+
+    def __init__(self, graph, small=None):
+        self.graph = graph
+        self.avals = graph.avals
+        self.small = small_values(graph) if small is None else small
+        self.const_ok = {}
+
+    def _const(self, r):
+        c = self.graph.const(r)
+        if isinstance(c, np.ndarray):
+            ok = not (c.size > VM_MAX or not (_ok_dtype(c.dtype) or _exact_ints(c)))
         else:
-            c = graph.const(r)
-            if isinstance(c, np.ndarray):
-                if c.size > VM_MAX or not (_ok_dtype(c.dtype) or _exact_ints(c)):
+            ok = isinstance(c, _SCALAR_TYPES)
+        self.const_ok[r] = ok
+        return ok
+
+    def __call__(self, node):
+        outs = node.outs
+        if len(outs) != 1:
+            return False
+        small = self.small
+        if not small[outs[0]]:
+            return False
+        const_ok = self.const_ok
+        for r in node.ins:
+            if r >= 0:
+                if not small[r]:
                     return False
-            elif not isinstance(c, _SCALAR_TYPES):
+            else:
+                ok = const_ok.get(r)
+                if not (self._const(r) if ok is None else ok):
+                    return False
+        name = node.prim.name
+        out_dt = self.avals[outs[0]][1]
+        kind = _KIND.get(name)
+        if kind is not None:
+            if node.params and name != "astype":
                 return False
-    kind = _KIND.get(name)
-    if kind is not None:
-        if node.params and name != "astype":
+            if name in BOOL_ONLY:
+                from .fuse import _all_bool
+                if not _all_bool(self.graph, node):
+                    return False
+            if kind == "arith" or kind == "select":
+                return out_dt is _F64 or out_dt == _F64
+            if kind in ("cmp", "logic", "pred"):
+                return out_dt.kind == "b"
+            if kind == "ident":
+                return True
+            if kind == "cast":
+                return out_dt == _F64 or out_dt.kind == "b"
             return False
-        if name in BOOL_ONLY:
-            from .fuse import _all_bool
-            if not _all_bool(graph, node):
-                return False
-        if kind in ("arith", "select"):
-            return out_dt == _F64
-        if kind in ("cmp", "logic", "pred"):
-            return out_dt.kind == "b"
-        if kind == "ident":
+        if name in MOVE:
+            if name == "take_along":
+                return node.ins[1] < 0  # a constant index array
             return True
-        if kind == "cast":
-            return out_dt == _F64 or out_dt.kind == "b"
+        avals = self.avals
+        if name in REDS:
+            p = node.params
+            return (set(p) == {"axis", "keepdims"} and out_dt == _F64 and node.ins[0] >= 0
+                    and avals[node.ins[0]][1] == _F64)
+        if name == "scatter":
+            g = node.ins[0]
+            return g >= 0 and len(avals[g][0]) == node.params["kndim"]
+        if name in ("setitem", "add_at"):
+            return out_dt == _F64 or name == "setitem"
+        if name == "matmul":
+            if out_dt != _F64 or len(node.ins) != 2:
+                return False
+            sh = [_shape_of(self.graph, r) for r in node.ins]
+            if any(len(s) not in (1, 2) for s in sh):
+                return False
+            m = sh[0][0] if len(sh[0]) == 2 else 1
+            k = sh[0][-1]
+            n = sh[1][1] if len(sh[1]) == 2 else 1
+            return m * k * n <= MATMUL_MAX
         return False
-    if name in MOVE:
-        if name == "take_along":
-            return node.ins[1] < 0  # a constant index array
-        return True
-    if name in REDS:
-        p = node.params
-        return (set(p) == {"axis", "keepdims"} and out_dt == _F64 and node.ins[0] >= 0
-                and avals[node.ins[0]][1] == _F64)
-    if name == "scatter":
-        g = node.ins[0]
-        return g >= 0 and len(avals[g][0]) == node.params["kndim"]
-    if name in ("setitem", "add_at"):
-        return out_dt == _F64 or name == "setitem"
-    if name == "matmul":
-        if out_dt != _F64 or len(node.ins) != 2:
-            return False
-        sh = [_shape_of(graph, r) for r in node.ins]
-        if any(len(s) not in (1, 2) for s in sh):
-            return False
-        m = sh[0][0] if len(sh[0]) == 2 else 1
-        k = sh[0][-1]
-        n = sh[1][1] if len(sh[1]) == 2 else 1
-        return m * k * n <= MATMUL_MAX
-    return False
 
 
 #: elementwise primitives the machine has opcodes for: name -> scalar kind
 _KIND = {n: k for n, (k, _) in SCALAR.items()
          if n != "broadcast_to" and (n in OPCODE or k in ("ident", "cast"))}
+
+
+#: elementwise primitives lowered to one instruction: name -> opcode
+_ELEM_OP = {n: OPCODE[n] for n, k in _KIND.items()
+            if k in ("arith", "cmp", "logic", "pred", "select")}
 
 
 def _shape_of(graph, r):
@@ -335,7 +368,8 @@ class Program:
         self.code.append((OPCODE[op], o, n, a, sa, b, sb, c, sc, p))
 
     def finish(self):
-        self.code_arr = np.array(self.code, dtype=np.int64).reshape(-1, 10)
+        self.code_arr = np.fromiter(_chain(self.code), dtype=np.int64,
+                                    count=10 * len(self.code)).reshape(-1, 10)
         self.aux_arr = (np.concatenate(self.aux) if self.aux else np.zeros(1, np.int64))
         t = np.zeros(max(self.top, 1))
         for off, vals in self.init:
@@ -376,8 +410,35 @@ def _hashable(x):
     return ("v", type(x).__name__, x)
 
 
-#: (prim name, input shape, params) -> (relative index map, contiguous?)
+#: (prim name, input shape, params) -> (relative index map, contiguous?), and
+#: (prim name, input shapes, params) -> (input of each element, index in it)
 _MAPS = {}
+
+
+def _contiguous(idx):
+    """Whether the flat index array ``idx`` is one increasing run."""
+    return idx.size == 1 or bool((idx[1:] - idx[:-1] == 1).all())
+
+
+def _rel_map(node, shape):
+    """(index map, contiguous?, first index) of a one-input data movement
+    applied to an array of ``shape``, relative to its input."""
+    name = node.prim.name
+    params = node.params
+    try:
+        key = tuple(params.items())
+        hash(key)
+    except TypeError:
+        key = _hashable(params)
+    ck = (name, shape, key) if key is not None else None
+    hit = _MAPS.get(ck) if ck is not None else None
+    if hit is None:
+        rel = np.asarray(node.prim.impl(np.arange(_size(shape)).reshape(shape),
+                                        **params)).reshape(-1)
+        hit = (rel, _contiguous(rel), int(rel[0]))
+        if ck is not None and len(_MAPS) < 100000:
+            _MAPS[ck] = hit
+    return hit
 
 
 class Lowerer:
@@ -387,6 +448,8 @@ class Lowerer:
         self.prog = prog
         self.graph = prog.graph
         self.avals = prog.graph.avals
+        self.addr = prog.addr
+        self.lit_of = {}     # constant ref -> offset of its literal
 
     def shape(self, r):
         if r >= 0:
@@ -409,26 +472,121 @@ class Lowerer:
 
     def elem_operand(self, r, out_shape, loads):
         """(offset, stride) of an elementwise operand broadcast to ``out_shape``."""
-        prog = self.prog
-        if r < 0:
+        if r >= 0:
+            shape = self.avals[r][0]
+            off = self.addr.get(r)
+            if off is None:
+                off = self.operand(r, loads)
+            if shape == out_shape:
+                return off, 1
+            n = _size(shape)
+            if n == 1:
+                return off, 0
+        else:
+            off = self.lit_of.get(r)
+            if off is not None:
+                return off, 0
             c = self.graph.const(r)
             if not isinstance(c, np.ndarray) or c.size == 1:
-                return prog.literal(np.asarray(c).reshape(-1)[0]), 0
+                off = self.lit_of[r] = self.prog.literal(np.asarray(c).reshape(-1)[0])
+                return off, 0
             shape = c.shape
-        else:
-            shape = self.avals[r][0]
-        off = prog.addr.get(r)
-        if off is None:
             off = self.operand(r, loads)
-        n = _size(shape)
-        if n == 1:
-            return off, 0
-        if shape == out_shape:
-            return off, 1
+            if shape == out_shape:
+                return off, 1
+            n = c.size
+        prog = self.prog
         idx = np.broadcast_to(np.arange(off, off + n).reshape(shape), out_shape)
         t = prog.alloc(idx.size)
         prog.emit("gather", o=t, n=idx.size, p=prog.put_aux(idx))
         return t, 1
+
+    def nodes(self, nodes, indices, loads):
+        """Lower ``nodes[i]`` for ``i`` in ``indices``: :meth:`node` with the
+        common case (an elementwise operation on values already in the
+        buffer, or on literals) inlined, since a long program is mostly that."""
+        prog = self.prog
+        emit = prog.code.append
+        addr = self.addr
+        avals = self.avals
+        lit_of = self.lit_of
+        eo = self.elem_operand
+        elem_op = _ELEM_OP
+        slow = self.node
+        for i in indices:
+            node = nodes[i]
+            op = elem_op.get(node.prim.name)
+            if op is None:
+                ins = node.ins
+                if node.prim.name in MOVE and len(ins) == 1 and ins[0] >= 0:
+                    # a movement whose result is a contiguous run: an alias
+                    r = ins[0]
+                    _, contig, first = _rel_map(node, avals[r][0])
+                    if contig:
+                        off = addr.get(r)
+                        if off is None:
+                            off = self.operand(r, loads)
+                        addr[node.outs[0]] = first + off
+                        continue
+                slow(node, loads)
+                continue
+            out = node.outs[0]
+            oshape = avals[out][0]
+            ins = node.ins
+            r = ins[0]
+            a = addr.get(r) if r >= 0 else lit_of.get(r)
+            if a is None:
+                a, sa = eo(r, oshape, loads)
+            elif r < 0:
+                sa = 0
+            elif avals[r][0] == oshape:
+                sa = 1
+            else:
+                a, sa = eo(r, oshape, loads)
+            if len(ins) == 1:
+                b = sb = c = sc = 0
+            else:
+                r = ins[1]
+                b = addr.get(r) if r >= 0 else lit_of.get(r)
+                if b is None:
+                    b, sb = eo(r, oshape, loads)
+                elif r < 0:
+                    sb = 0
+                elif avals[r][0] == oshape:
+                    sb = 1
+                else:
+                    b, sb = eo(r, oshape, loads)
+                if len(ins) == 2:
+                    c = sc = 0
+                else:
+                    c, sc = eo(ins[2], oshape, loads)
+            n = _size(oshape)
+            o = prog.top
+            prog.top = o + (n if n > 0 else 1)
+            emit((op, o, n, a, sa, b, sb, c, sc, 0))
+            addr[out] = o
+
+    def elementwise(self, node, op, loads):
+        """An elementwise operation (opcode ``op``)."""
+        prog = self.prog
+        out = node.outs[0]
+        oshape = self.avals[out][0]
+        n = _size(oshape)
+        ins = node.ins
+        eo = self.elem_operand
+        a, sa = eo(ins[0], oshape, loads)
+        if len(ins) == 1:
+            b = sb = c = sc = 0
+        else:
+            b, sb = eo(ins[1], oshape, loads)
+            if len(ins) == 2:
+                c = sc = 0
+            else:
+                c, sc = eo(ins[2], oshape, loads)
+        o = prog.top
+        prog.top = o + (n if n > 0 else 1)
+        prog.code.append((op, o, n, a, sa, b, sb, c, sc, 0))
+        self.addr[out] = o
 
     def _move_map(self, node, loads):
         """Absolute buffer offsets of a data movement's result (and whether
@@ -436,59 +594,57 @@ class Lowerer:
         name = node.prim.name
         if len(node.ins) == 1:
             r = node.ins[0]
-            shape = self.shape(r)
+            rel, contig, _ = _rel_map(node, self.shape(r))
+            return rel, self.operand(r, loads), contig
+        if name != "take_along":
+            # concatenate, stack: the map over the inputs laid end to end is
+            # cached as (input, index in it) per element
+            shapes = tuple(self.shape(r) for r in node.ins)
             params = node.params
             try:
                 key = tuple(params.items())
                 hash(key)
             except TypeError:
                 key = _hashable(params)
-            ck = (name, shape, key) if key is not None else None
+            ck = (name, shapes, key) if key is not None else None
             hit = _MAPS.get(ck) if ck is not None else None
             if hit is None:
-                rel = np.asarray(node.prim.impl(np.arange(_size(shape)).reshape(shape),
-                                                **node.params)).reshape(-1)
-                contig = rel.size == 1 or bool(np.all(np.diff(rel) == 1))
-                hit = (rel, contig)
+                sizes = [_size(sh) for sh in shapes]
+                starts = np.cumsum([0] + sizes)
+                virt = np.asarray(node.prim.impl(
+                    *[np.arange(st, st + n).reshape(sh)
+                      for st, n, sh in zip(starts.tolist(), sizes, shapes)],
+                    **params)).reshape(-1)
+                which = np.searchsorted(starts, virt, side="right") - 1
+                hit = (which, virt - starts[which])
                 if ck is not None and len(_MAPS) < 100000:
                     _MAPS[ck] = hit
-            off = self.operand(r, loads)
-            rel, contig = hit
-            return rel, off, contig
+            which, local = hit
+            offs = np.array([self.operand(r, loads) for r in node.ins], dtype=np.int64)
+            res = offs[which] + local
+            return res, 0, _contiguous(res)
         args = []
         for k, r in enumerate(node.ins):
-            if name == "take_along" and k == 1:
+            if k == 1:
                 args.append(self.graph.const(r))
                 continue
             off = self.operand(r, loads)
             shape = self.shape(r)
             args.append(np.arange(off, off + _size(shape)).reshape(shape))
         res = np.asarray(node.prim.impl(*args, **node.params)).reshape(-1)
-        contig = res.size == 1 or bool(np.all(np.diff(res) == 1))
-        return res, 0, contig
+        return res, 0, _contiguous(res)
 
     def node(self, node, loads):
-        prog = self.prog
         name = node.prim.name
+        op = _ELEM_OP.get(name)
+        if op is not None:
+            self.elementwise(node, op, loads)
+            return
+        prog = self.prog
         out = node.outs[0]
         oshape, odt = self.avals[out]
         n = _size(oshape)
         kind = _KIND.get(name)
-        if kind in ("arith", "cmp", "logic", "pred", "select"):
-            ins = node.ins
-            a, sa = self.elem_operand(ins[0], oshape, loads)
-            o = prog.alloc(n)
-            if len(ins) == 1:
-                prog.code.append((OPCODE[name], o, n, a, sa, 0, 0, 0, 0, 0))
-            elif len(ins) == 2:
-                b, sb = self.elem_operand(ins[1], oshape, loads)
-                prog.code.append((OPCODE[name], o, n, a, sa, b, sb, 0, 0, 0))
-            else:
-                b, sb = self.elem_operand(ins[1], oshape, loads)
-                c, sc = self.elem_operand(ins[2], oshape, loads)
-                prog.code.append((OPCODE[name], o, n, a, sa, b, sb, c, sc, 0))
-            prog.addr[out] = o
-            return
         if name in MOVE:
             rel, off, contig = self._move_map(node, loads)
             if contig:
