@@ -44,8 +44,8 @@ _TANH = ("({0} if {0} == 0 else ({0} + {0} * (({0} * {0}) * ((-0.964374927772254
          "+ 0.22337720718962312926e4) * ({0} * {0}) + 0.48402357071988688686e4))) "
          "if abs({0}) < 0.5493061443340549 else (math.copysign(1.0, {0}) if abs({0}) > 22.0 "
          "else math.copysign(1.0 - 2.0 / (math.exp(2.0 * abs({0})) + 1.0), {0})))")
-_LOG1P = ("(math.log(1.0 + {0}) if ((1.0 + {0}) - 1.0) == {0} else "
-          "math.log(1.0 + {0}) - (((1.0 + {0}) - 1.0) - {0}) / (1.0 + {0}))")
+_LOG1P = ("({0} if {0} == 0 else (math.log(1.0 + {0}) if ((1.0 + {0}) - 1.0) == {0} else "
+          "math.log(1.0 + {0}) - (((1.0 + {0}) - 1.0) - {0}) / (1.0 + {0})))")
 _F = {}
 
 
@@ -111,7 +111,8 @@ _t("ident", "conjugate real", "{0}")  # real dtypes only (complex is never fused
 SCALAR = _F
 #: float64 forms without libm calls (see :mod:`.rt`): a loop calling libm
 #: cannot be vectorised, and these are faster even as scalar code
-_VECTOR_F64 = {"exp": "rt.exp({0})", "tanh": "rt.tanh({0})"}
+_VECTOR_F64 = {"exp": "rt.exp({0})", "tanh": "rt.tanh({0})", "log": "rt.log({0})",
+               "log1p": "rt.log1p({0})"}
 #: reductions that can close a group: name -> (identity, combine template)
 REDUCE = {
     "sum": (0.0, "({a} + {v})"),

@@ -93,6 +93,53 @@ def _emit_tanh(builder, x):
     return b.select(b.fcmp_unordered("uno", x, x), x, res)
 
 
+def _emit_log(builder, x):
+    """musl's log (fdlibm e_log.c; < 1 ulp) with vector instructions only:
+    the exponent and mantissa come from the bits, subnormals are scaled by
+    2**54 first, k converts to double by the 1.5 * 2**52 trick (AVX2 has no
+    int64->double conversion), and 0, negative numbers, inf and NaN are
+    selects at the end."""
+    b = builder
+    sub = b.fcmp_ordered("<", x, _f(2.2250738585072014e-308))
+    xs = b.select(sub, b.fmul(x, _f(18014398509481984.0)), x)
+    i64 = lambda v: _llvm.Constant(_I64, v)  # noqa: E731
+    ix = b.add(b.bitcast(xs, _I64), i64((0x3ff00000 - 0x3fe6a09e) << 32))
+    k = b.add(b.sub(b.ashr(ix, i64(52)), i64(1023)), b.select(sub, i64(-54), i64(0)))
+    m = b.bitcast(b.add(b.and_(ix, i64(0x000FFFFFFFFFFFFF)), i64(0x3fe6a09e << 32)), _F64)
+    f = b.fsub(m, _f(1.0))
+    hfsq = b.fmul(b.fmul(_f(0.5), f), f)
+    s = b.fdiv(f, b.fadd(_f(2.0), f))
+    z = b.fmul(s, s)
+    w = b.fmul(z, z)
+    t1 = b.fmul(w, b.fadd(_f(3.999999999940941908e-01), b.fmul(w, b.fadd(
+        _f(2.222219843214978396e-01), b.fmul(w, _f(1.531383769920937332e-01))))))
+    t2 = b.fmul(z, b.fadd(_f(6.666666666666735130e-01), b.fmul(w, b.fadd(
+        _f(2.857142874366239149e-01), b.fmul(w, b.fadd(
+            _f(1.818357216161805012e-01), b.fmul(w, _f(1.479819860511658591e-01))))))))
+    R = b.fadd(t2, t1)
+    dk = b.fsub(b.bitcast(b.add(k, i64(_ROUND_BITS)), _F64), _f(_ROUND))
+    # s*(hfsq+R) + dk*ln2_lo - hfsq + f + dk*ln2_hi, left to right
+    res = b.fadd(b.fmul(s, b.fadd(hfsq, R)), b.fmul(dk, _f(1.90821492927058770002e-10)))
+    res = b.fadd(b.fadd(b.fsub(res, hfsq), f), b.fmul(dk, _f(6.93147180369123816490e-01)))
+    res = b.select(b.fcmp_ordered("==", x, _f(0.0)), _f(float("-inf")), res)
+    res = b.select(b.fcmp_ordered("<", x, _f(0.0)), _f(float("nan")), res)
+    res = b.select(b.fcmp_ordered("==", x, _f(float("inf"))), x, res)
+    return b.select(b.fcmp_unordered("uno", x, x), x, res)
+
+
+def _emit_log1p(builder, u):
+    """log(1 + u) corrected for the rounding of 1 + u (Goldberg; <= 1 ulp
+    with a < 1 ulp log)."""
+    b = builder
+    y = b.fadd(_f(1.0), u)
+    d = b.fsub(y, _f(1.0))
+    ly = _emit_log(b, y)
+    corr = b.fsub(ly, b.fdiv(b.fsub(d, u), y))
+    res = b.select(b.fcmp_ordered("==", d, u), ly, corr)
+    # log1p(-0.0) is -0.0
+    return b.select(b.fcmp_ordered("==", u, _f(0.0)), u, res)
+
+
 def _unary_f64(emit):
     def typer(typingctx, x):
         if not isinstance(x, (types.Float, types.Integer, types.Boolean)):
@@ -109,6 +156,10 @@ exp = intrinsic(_unary_f64(_emit_exp))
 exp.__doc__ = "float64 exp of a scalar, vectorisable (< 1 ulp)."
 tanh = intrinsic(_unary_f64(_emit_tanh))
 tanh.__doc__ = "float64 tanh of a scalar, vectorisable (<= 2 ulp)."
+log = intrinsic(_unary_f64(_emit_log))
+log.__doc__ = "float64 natural log of a scalar, vectorisable (< 1 ulp)."
+log1p = intrinsic(_unary_f64(_emit_log1p))
+log1p.__doc__ = "float64 log1p of a scalar, vectorisable (<= 1 ulp)."
 
 
 @njit(**_opts)
@@ -181,17 +232,6 @@ def logaddexp(x, y):
     if d <= 0:
         return y + math.log1p(math.exp(d))
     return d  # NaN
-
-
-@njit(**_opts)
-def log1p(u):
-    # log(1 + u) corrected for the rounding of 1 + u (Goldberg); <= 1 ulp,
-    # about twice as fast as libm's log1p here.
-    y = 1.0 + u
-    d = y - 1.0
-    if d == u:
-        return math.log(y)
-    return math.log(y) - (d - u) / y
 
 
 @njit(**_opts)
