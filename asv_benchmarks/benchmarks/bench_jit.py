@@ -65,7 +65,8 @@ def _setup(lib, fun, x):
     if lib == "tracegrad-jit":
         import tracegrad as tg
         vg = tg.jit(tg.value_and_grad(lambda x: fun(np, x)))
-        vg(x)
+        for _ in range(3):  # trace, replay on NumPy calls, compile the kernels
+            vg(x)
         return lambda: vg(x)
     jax, jnp = _jax()
     vg = jax.jit(jax.value_and_grad(lambda x: fun(jnp, x)))
@@ -132,7 +133,8 @@ class Lorenz:
         g = tg.grad(lorenz_loss)
         if lib == "tracegrad-jit":
             g = tg.jit(g)
-            g(s0)
+            for _ in range(3):
+                g(s0)
         self.f = lambda: g(s0)
 
     def time_grad(self, lib):
@@ -176,7 +178,8 @@ class MLP:
             g = tg.grad(lambda p, x, y: mlp_loss(np, p, x, y))
             if lib == "tracegrad-jit":
                 g = tg.jit(g)
-                g(p, x, y)
+                for _ in range(3):
+                    g(p, x, y)
             self.f = lambda: g(p, x, y)
         else:
             jax, jnp = _jax()
