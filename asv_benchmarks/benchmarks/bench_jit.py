@@ -81,11 +81,19 @@ class ValueAndGrad:
     timeout = 600
 
     def setup(self, n, lib):
-        x = np.random.default_rng(0).standard_normal(n)
+        self.x = x = np.random.default_rng(0).standard_normal(n)
         self.f = _setup(lib, loss, x)
 
     def time_value_and_grad(self, n, lib):
         self.f()
+
+    def time_first_call(self, n, lib):
+        """A new jit each time: trace and lower, fused group on NumPy calls
+        until the plan is reused (compare with tracegrad-eager)."""
+        if lib != "tracegrad-jit":
+            raise NotImplementedError("first call is measured for tracegrad-jit")
+        import tracegrad as tg
+        tg.jit(tg.value_and_grad(lambda x: loss(np, x)))(self.x)
 
 
 class Poly8:
