@@ -289,3 +289,42 @@ def test_kernels_use_the_vectorisable_forms_for_float64_only():
         ir.stores = [1]
         src = kernel_source(ir)[0]
         assert ("rt.exp(" in src and "rt.tanh(" in src) is expect
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_fast_trig_within_one_ulp_and_flags_its_range(name):
+    from tracegrad.compile.codegen import KernelIR, Operand, kernel_source
+    from tracegrad.compile.fuse import _fast_trig
+    f64 = np.dtype(np.float64)
+    ir = KernelIR((1,))
+    ir.inputs = [("full", f64, (1,))]
+    ir.ops = [(name, [Operand("in", 0, f64)], f64, {})]
+    ir.stores = [0]
+    kern = cache.load(kernel_source(_fast_trig(ir))[0])
+    r = np.random.default_rng(2)
+    inside = np.concatenate([r.uniform(-10, 10, 200_000), r.uniform(-1.6e6, 1.6e6, 200_000),
+                             np.pi / 2 * np.arange(-3000, 3000), np.array([0.0, -0.0, 1e-310]),
+                             np.exp(r.uniform(-700, 0, 50_000)) * np.sign(r.standard_normal(50_000))])
+    o, flag = np.empty_like(inside), np.empty(1)
+    kern(inside.size, inside, o, flag)
+    ref = getattr(np, name)(inside)
+    assert flag[0] == 0.0
+    assert _ulps(o, ref).max() <= 1.0
+    assert np.array_equal(np.signbit(o), np.signbit(ref))
+    for bad in (1.7e6, -1e300, np.inf, np.nan):
+        kern(3, np.array([0.5, bad, 0.25]), np.empty(3), flag)
+        assert flag[0] == 1.0
+
+
+def test_fast_trig_kernel_reruns_with_libm_out_of_range():
+    f = tg.value_and_grad(lambda x: np.sum(np.sin(x) * np.cos(2.0 * x) + x ** 2))
+    jf = jit(f, vm=False)
+    x = np.linspace(-3.0, 3.0, 5001)
+    for s in (1.0, 1e7, 0.5, 1e100):
+        v, g = jf(x * s)
+        v0, g0 = f(x * s)
+        np.testing.assert_allclose(v, v0, rtol=1e-12)
+        np.testing.assert_allclose(g, g0, rtol=1e-12, atol=1e-12 * np.max(np.abs(g0)))
+    steps = [st for ps in jf.plans().values() for p in ps for st in p.steps
+             if hasattr(st, "flagged")]
+    assert steps and all(st.flagged and st.safe is not None for st in steps)

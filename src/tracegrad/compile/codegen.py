@@ -113,6 +113,10 @@ SCALAR = _F
 #: cannot be vectorised, and these are faster even as scalar code
 _VECTOR_F64 = {"exp": "rt.exp({0})", "tanh": "rt.tanh({0})", "log": "rt.log({0})",
                "log1p": "rt.log1p({0})"}
+#: float64 sin/cos valid for |x| <= 1.6e6, in kernels that flag other arguments
+#: (see fuse._fast_trig): the kernel is then rerun with libm's
+_TRIG_F64 = {"sin": "rt.sin({0})", "cos": "rt.cos({0})"}
+_t("arith", "trig_range_flag", "rt.trig_range_flag({0})")
 #: reductions that can close a group: name -> (identity, combine template)
 REDUCE = {
     "sum": (0.0, "({a} + {v})"),
@@ -201,6 +205,7 @@ class KernelIR:
         self.ops = []
         self.stores = []
         self.reds = []
+        self.fast_trig = False
 
     @property
     def flat(self):
@@ -231,8 +236,8 @@ def _opexpr(ir, j, names):
         if name == "power":
             return _power(args, dt, operand)
         ops = [operand(a, dt) for a in args]
-        if dt == np.float64 and name in _VECTOR_F64:
-            tpl = _VECTOR_F64[name]
+        if dt == np.float64 and (name in _VECTOR_F64 or (ir.fast_trig and name in _TRIG_F64)):
+            tpl = _VECTOR_F64.get(name) or _TRIG_F64[name]
         e = tpl.format(*ops)
         return f"np.float32({e})" if dt == np.float32 else e
     if kind == "cmp":

@@ -229,7 +229,8 @@ class KernelStep(Step):
     never waits for numba."""
 
     __slots__ = ("fn", "ir", "ins", "in_kinds", "outs", "out_dtypes", "reds", "shape", "n",
-                 "flat", "source", "post_views", "label", "pending", "countdown")
+                 "flat", "source", "post_views", "label", "pending", "countdown", "flagged",
+                 "safe", "safe_source")
 
     @property
     def name(self):
@@ -242,7 +243,7 @@ class KernelStep(Step):
     def compiled(self):
         return self.pending is None and not isinstance(self.fn, (NumpyGroup, BlockedNumpy))
 
-    def _args(self, vals):
+    def _args(self, vals, flag=False):
         flat = self.flat
         n = self.n
         args = [n] if flat else list(self.shape)
@@ -267,15 +268,28 @@ class KernelStep(Step):
             r = np.full(rshape, ident, dt) if not flat else np.empty(1, dt)
             reds.append(r)
             args.append(r)
+        if flag:
+            args.append(np.empty(1))  # the fast sin/cos range flag (flat kernels)
         return args, outs, reds
+
+    def _call(self, vals, fn, flagged):
+        """Run ``fn``; a kernel with fast sin/cos whose arguments left their
+        range (its flag is set) is run again as the libm kernel."""
+        args, outs, reds = self._args(vals, flagged)
+        fn(*args)
+        if flagged and args[-1][0] > 0:
+            if self.safe is None:
+                self.safe = cache.load(self.safe_source)
+            args, outs, reds = self._args(vals)
+            self.safe(*args)
+        return outs, reds
 
     def run(self, vals):
         if self.pending is not None:
             self.countdown -= 1
             if self.countdown < 0:
                 self._promote(vals)
-        args, outs, reds = self._args(vals)
-        self.fn(*args)
+        outs, reds = self._call(vals, self.fn, self.flagged)
         for o, s in zip(outs, self.outs):
             vals[s] = o
         for r, (slot, rshape, final, dt, ident) in zip(reds, self.reds):
@@ -287,18 +301,18 @@ class KernelStep(Step):
         """Compile the kernel and check it against the NumPy version on this
         run's inputs before using it."""
         source, self.pending = self.pending, None
+        flagged = self.safe_source is not None
         try:
             fn = cache.load(source)
-            args, outs, reds = self._args(vals)
-            fn(*args)
-            args0, outs0, reds0 = self._args(vals)
-            self.fn(*args0)
+            outs, reds = self._call(vals, fn, flagged)
+            outs0, reds0 = self._call(vals, self.fn, False)
             bad = next((k for k, (a, b) in enumerate(zip(outs + reds, outs0 + reds0))
                         if not _agree(a, b)), None)
         except Exception as e:  # pragma: no cover - a lowering gap
             bad = repr(e)
         if bad is None:
             self.fn = fn
+            self.flagged = flagged
             return
         warnings.warn(f"tracegrad.jit: the compiled kernel of {self.label} disagrees with "
                       f"NumPy (result {bad}); keeping NumPy for it. Please report this.",
@@ -418,14 +432,23 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="aut
     step = KernelStep.__new__(KernelStep)
     step.pending = None
     step.countdown = 0
+    step.flagged = False
+    step.safe = step.safe_source = None
     if how == "blocked":
         source = None
         step.fn = BlockedNumpy(ir)
     else:
         source, _ = kernel_source(ir, parallel=par and ir.flat)
+        fast = _fast_trig(ir)
+        if fast is not None:
+            # sin/cos as vector code, valid for |x| <= 1.6e6: the kernel
+            # flags an argument outside that, and the libm kernel reruns it
+            step.safe_source = source
+            source, _ = kernel_source(fast, parallel=par)
         after = COMPILE_AFTER if compile_after is None else int(compile_after)
         if after <= 0 or cache.compiled_before(source):
             step.fn = cache.load(source)
+            step.flagged = fast is not None
         else:
             step.fn = NumpyGroup(ir)
             step.pending = source
@@ -447,6 +470,34 @@ def build_kernel(graph, G, nconst, needed, extra, parallel="auto", executor="aut
                   f"[{'flat' if ir.flat else 'nd'}{'/par' if par and ir.flat else ''} "
                   f"{len(ir.ops)} ops, {len(ir.reds)} red, shape={G.shape}]")
     return step
+
+
+def _fast_trig(ir):
+    """A copy of flat ``ir`` computing float64 sin/cos by :mod:`.rt`'s vector
+    forms, with one more reduction: the max of a per-element flag, 1 where
+    an argument is outside their range (or not finite). None when ``ir`` is
+    not flat or has no float64 sin/cos."""
+    trig = [j for j, (name, _, dt, _) in enumerate(ir.ops)
+            if name in ("sin", "cos") and np.dtype(dt) == np.float64]
+    if not trig or not ir.flat:
+        return None
+    f64 = np.dtype(np.float64)
+    fast = KernelIR(ir.shape)
+    fast.inputs = list(ir.inputs)
+    fast.ops = list(ir.ops)
+    fast.stores = list(ir.stores)
+    fast.reds = list(ir.reds)
+    fast.fast_trig = True
+    flag = None
+    for j in trig:
+        fast.ops.append(("trig_range_flag", [ir.ops[j][1][0]], f64, {}))
+        k = Operand("op", len(fast.ops) - 1, f64)
+        if flag is not None:
+            fast.ops.append(("maximum", [flag, k], f64, {}))
+            k = Operand("op", len(fast.ops) - 1, f64)
+        flag = k
+    fast.reds.append((flag.index, "max", tuple(range(len(ir.shape))), f64))
+    return fast
 
 
 #: elements at which a group may use several threads

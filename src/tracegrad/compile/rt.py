@@ -140,6 +140,57 @@ def _emit_log1p(builder, u):
     return b.select(b.fcmp_ordered("==", u, _f(0.0)), u, res)
 
 
+def _emit_sincos(builder, x, cosine):
+    """fdlibm's sin/cos for |x| <= 1.6e6: __ieee754_rem_pio2's medium-size
+    reduction with all three Cody & Waite steps done unconditionally (151
+    bits of pi/2, no cancellation check needed), then __kernel_sin /
+    __kernel_cos on the quadrant, selected without branches (< 1 ulp). Other
+    arguments (larger, infinite, NaN) give garbage: a kernel using this
+    reduces :func:`trig_range_flag` of its arguments and is rerun with libm
+    when it is set (fuse._fast_trig). A libm call in the loop would keep it
+    from being vectorised at all."""
+    b = builder
+    fn_ = b.fsub(b.fadd(b.fmul(x, _f(6.36619772367581382433e-01)), _f(_ROUND)), _f(_ROUND))
+    n = b.sub(b.bitcast(b.fadd(fn_, _f(_ROUND)), _I64), _llvm.Constant(_I64, _ROUND_BITS))
+    r = b.fsub(x, b.fmul(fn_, _f(1.57079632673412561417e+00)))
+    t = r
+    w = b.fmul(fn_, _f(6.07710050630396597660e-11))
+    r = b.fsub(t, w)
+    w = b.fsub(b.fmul(fn_, _f(2.02226624879595063154e-21)), b.fsub(b.fsub(t, r), w))
+    t = r
+    w2 = b.fmul(fn_, _f(2.02226624871116645580e-21))
+    r = b.fsub(t, w2)
+    w = b.fsub(b.fmul(fn_, _f(8.47842766036889956997e-32)), b.fsub(b.fsub(t, r), w2))
+    # (the second step's tail w is superseded by the third step, as in fdlibm)
+    y0 = b.fsub(r, w)
+    y1 = b.fsub(b.fsub(r, y0), w)
+    z = b.fmul(y0, y0)
+    # __kernel_sin(y0, y1, 1)
+    v = b.fmul(z, y0)
+    rs = _f(1.58969099521155010221e-10)
+    for c in (-2.50507602534068634195e-08, 2.75573137070700676789e-06,
+              -1.98412698298579493134e-04, 8.33333333332248946124e-03):
+        rs = b.fadd(_f(c), b.fmul(z, rs))
+    ks = b.fsub(y0, b.fsub(b.fsub(b.fmul(z, b.fsub(b.fmul(_f(0.5), y1), b.fmul(v, rs))), y1),
+                           b.fmul(v, _f(-1.66666666666666324348e-01))))
+    # __kernel_cos(y0, y1)
+    w = b.fmul(z, z)
+    rc = b.fadd(b.fmul(z, b.fadd(_f(4.16666666666666019037e-02), b.fmul(z, b.fadd(
+        _f(-1.38888888888741095749e-03), b.fmul(z, _f(2.48015872894767294178e-05)))))),
+        b.fmul(b.fmul(w, w), b.fadd(_f(-2.75573143513906633035e-07), b.fmul(z, b.fadd(
+            _f(2.08757232129817482790e-09), b.fmul(z, _f(-1.13596475577881948265e-11)))))))
+    hz = b.fmul(_f(0.5), z)
+    w = b.fsub(_f(1.0), hz)
+    kc = b.fadd(w, b.fadd(b.fsub(b.fsub(_f(1.0), w), hz),
+                          b.fsub(b.fmul(z, rc), b.fmul(y0, y1))))
+    q = b.and_(b.add(n, _llvm.Constant(_I64, 1 if cosine else 0)), _llvm.Constant(_I64, 3))
+    odd = b.icmp_signed("==", b.and_(q, _llvm.Constant(_I64, 1)), _llvm.Constant(_I64, 1))
+    neg = b.icmp_signed(">=", q, _llvm.Constant(_I64, 2))
+    res = b.select(odd, kc, ks)
+    res = b.select(neg, b.fneg(res), res)
+    return res
+
+
 def _unary_f64(emit):
     def typer(typingctx, x):
         if not isinstance(x, (types.Float, types.Integer, types.Boolean)):
@@ -158,6 +209,20 @@ tanh = intrinsic(_unary_f64(_emit_tanh))
 tanh.__doc__ = "float64 tanh of a scalar, vectorisable (<= 2 ulp)."
 log = intrinsic(_unary_f64(_emit_log))
 log.__doc__ = "float64 natural log of a scalar, vectorisable (< 1 ulp)."
+sin = intrinsic(_unary_f64(lambda b, x: _emit_sincos(b, x, False)))
+sin.__doc__ = "float64 sin for |x| <= 1.6e6 (< 1 ulp), vectorisable; garbage beyond."
+cos = intrinsic(_unary_f64(lambda b, x: _emit_sincos(b, x, True)))
+cos.__doc__ = "float64 cos for |x| <= 1.6e6 (< 1 ulp), vectorisable; garbage beyond."
+
+
+def _emit_trig_flag(builder, x):
+    b = builder
+    bad = b.fcmp_unordered(">", b.call(_intrinsic_fn(b, "llvm.fabs"), [x]), _f(1.6e6))
+    return b.select(bad, _f(1.0), _f(0.0))
+
+
+trig_range_flag = intrinsic(_unary_f64(_emit_trig_flag))
+trig_range_flag.__doc__ = "1.0 where :func:`sin`/:func:`cos` would be out of range, else 0.0."
 log1p = intrinsic(_unary_f64(_emit_log1p))
 log1p.__doc__ = "float64 log1p of a scalar, vectorisable (<= 1 ulp)."
 
