@@ -32,10 +32,13 @@ def lower(graph, options=None):
     nodes = graph.nodes
     live = live_nodes(graph)
     vm_nodes = set()
+    all_vm = not live
     if options.get("vm", True) is not False:
         ok = VMCheck(graph)
-        vm_nodes = {i for i in live if ok(nodes[i])}
-    if len(vm_nodes) == len(live):
+        flags = [ok(nodes[i]) for i in live]
+        all_vm = all(flags)
+        vm_nodes = set(live) if all_vm else {i for i, f in zip(live, flags) if f}
+    if all_vm:
         # all in the machine (a program of small arrays): recorded order
         flat_units = live
         order = range(len(live))
@@ -101,7 +104,7 @@ def lower(graph, options=None):
         guards_for(produced)
         seg = None
 
-    if len(vm_nodes) == len(live) and live:
+    if all_vm and live:
         # one machine segment: a tight loop
         prog = Program(graph, nconst)
         lowerer = Lowerer(prog)

@@ -237,6 +237,26 @@ class VMCheck:
 
     def __call__(self, node):
         outs = node.outs
+        small = self.small
+        if len(outs) == 1 and node.prim.name in _ARITH and not node.params:
+            # the common case, checked first: float64 arithmetic on small values
+            o = outs[0]
+            if not small[o] or self.avals[o][1] is not _F64:
+                return self.check(node)
+            const_ok = self.const_ok
+            for r in node.ins:
+                if r >= 0:
+                    if not small[r]:
+                        return False
+                else:
+                    ok = const_ok.get(r)
+                    if not (self._const(r) if ok is None else ok):
+                        return False
+            return True
+        return self.check(node)
+
+    def check(self, node):
+        outs = node.outs
         if len(outs) != 1:
             return False
         small = self.small
@@ -302,6 +322,8 @@ _KIND = {n: k for n, (k, _) in SCALAR.items()
          if n != "broadcast_to" and (n in OPCODE or k in ("ident", "cast"))}
 
 
+#: float64 arithmetic the machine runs (checked first by VMCheck)
+_ARITH = frozenset(n for n, k in _KIND.items() if k in ("arith", "select") and n not in BOOL_ONLY)
 #: elementwise primitives lowered to one instruction: name -> opcode
 _ELEM_OP = {n: OPCODE[n] for n, k in _KIND.items()
             if k in ("arith", "cmp", "logic", "pred", "select")}
