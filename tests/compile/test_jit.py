@@ -442,3 +442,27 @@ def test_one_result_of_a_multi_result_primitive():
             assert jf(x) == f(x)
             assert jf(x * 1.1) == f(x * 1.1)
         assert jf.stats["replays"] == 1
+
+
+def test_index_into_a_plain_array_is_guarded():
+    """NumPy calls no hook when a traced index array indexes a plain array:
+    the integer or boolean index that no recorded operation read is guarded
+    on its value, so a replay with another index takes another path."""
+    grid = np.linspace(0.0, 1.0, 11)
+    table = 3.0 * grid ** 2
+
+    def lut(x):
+        return table[np.searchsorted(grid, x)] * x
+
+    def masked(x):
+        return np.sum(np.arange(4.0)[x > 0.5]) * np.sum(x)
+
+    jl = jit(lut)
+    for v in ([0.1], [0.9], [0.1], [0.55]):
+        x = np.array(v)
+        np.testing.assert_array_equal(jl(x), lut(x))
+    jm = jit(tg.grad(masked))
+    for v in ([0.1, 0.7, 0.9, 0.2], [0.9, 0.7, 0.1, 0.2], [0.9, 0.8, 0.1, 0.2]):
+        x = np.array(v)
+        np.testing.assert_array_equal(jm(x), tg.grad(masked)(x))
+    assert jm.stats["replays"] >= 1  # same mask: the plan is reused

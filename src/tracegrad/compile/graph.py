@@ -149,6 +149,7 @@ class CaptureLevel(Level):
         self._avals = self.graph.avals
         self._nodes = self.graph.nodes
         self._small = {}       # (dtype, shape, bytes) of a small array -> const ref
+        self._discrete = {}    # var -> value of each integer/boolean result (see guard_unseen)
 
     # --- variables and constants ------------------------------------------------
     def new_input(self, arr):
@@ -266,6 +267,8 @@ class CaptureLevel(Level):
         v = len(avals)
         avals.append((out.shape, out.dtype))
         tags[self] = v
+        if out.dtype.kind in "biu":
+            self._discrete[v] = out
         if prim.name in STATIC_PRIMS:
             self.graph.static[v] = snapshot(out)
         self._nodes.append(GNode(prim, tuple(ins), params, (v,)))
@@ -280,6 +283,8 @@ class CaptureLevel(Level):
             o._tg[self] = v
             vs.append(v)
             self._own(o._v)
+            if o._v.dtype.kind in "biu":
+                self._discrete[v] = o._v
         self.graph.nodes.append(GNode(prim, ins, params, tuple(vs)))
 
     def on_concrete(self, x, kind):
@@ -296,6 +301,27 @@ class CaptureLevel(Level):
         self.graph.guards.append(Guard(v, kind, oc, len(self.graph.nodes)))
         if kind not in TRUTH_KINDS:
             self._pinned.add(id(_root(x._v)))
+
+    def guard_unseen(self):
+        """Guard every integer or boolean result that no recorded operation
+        read (and that is not an output) on its whole value.
+
+        Such a value was either dropped or used where no hook sees it:
+        indexing a *plain* array (``table[np.searchsorted(grid, x)]``,
+        ``plain[mask]``) calls nothing in Python, and its result would be
+        frozen into the plan as a constant. Guarding the index makes a replay
+        whose index differs take another path, never reuse the frozen result.
+        (An index read by recorded operations and *also* used on a plain
+        array is not caught; the common forms are.) Called once, after the
+        trace."""
+        graph = self.graph
+        read = {r for node in graph.nodes for r in node.ins if r >= 0}
+        read.update(r for r in graph.outputs if isinstance(r, int) and r >= 0)
+        read.update(g.var for g in graph.guards)
+        for v, val in self._discrete.items():
+            if v not in read and v not in graph.static:
+                graph.guards.append(Guard(v, "index", outcome(val, "index"), len(graph.nodes)))
+        self._discrete = {}
 
     # --- outputs ------------------------------------------------------------------
     def output_ref(self, x):

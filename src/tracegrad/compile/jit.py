@@ -198,6 +198,7 @@ class Jitted:
             out_leaves, out_tree = tree_flatten(res)
             graph.outputs = [level.output_ref(x) for x in out_leaves]
             graph.out_tree = out_tree
+            level.guard_unseen()
         self.stats["traces"] += 1
         traced = [_result(x) for x in out_leaves]
         result = tree_unflatten(out_tree, traced)
