@@ -152,7 +152,7 @@ def lower(graph, options=None):
     keep = set(plan.out_slots) | set(range(nconst)) | set(range(nconst + nvars,
                                                                 nconst + nvars + len(extra)))
     assign_frees(steps, keep)
-    return plan
+    return plan.compact()
 
 
 def numpy_step(node, nconst):

@@ -64,6 +64,14 @@ class NumpyStep(Step):
     def describe(self):
         return self.name
 
+    def slots(self):
+        return self.ins + self.outs
+
+    def remap(self, m):
+        self.ins = self.reads = tuple(m[s] for s in self.ins)
+        self.outs = tuple(m[s] for s in self.outs)
+        self.free = tuple(m[s] for s in self.free)
+
     def run(self, vals):
         r = self.fn(*[vals[i] for i in self.ins], **self.params)
         outs = self.outs
@@ -92,6 +100,14 @@ class GuardStep(Step):
         self.index = index
         self.free = ()
         self.reads = (slot,)
+
+    def slots(self):
+        return (self.slot,)
+
+    def remap(self, m):
+        self.slot = m[self.slot]
+        self.reads = (self.slot,)
+        self.free = tuple(m[s] for s in self.free)
 
     def run(self, vals):
         v = vals[self.slot]
@@ -185,6 +201,32 @@ class Plan:
         """One line per step (for tests and debugging)."""
         return [s.describe() for s in self.steps]
 
+    def compact(self):
+        """Keep only the slots some step, input or output uses, renumbered.
+
+        A graph has a slot per variable, but a plan whose values mostly live
+        inside the small-value machine touches few of them: 166,000 slots
+        copied at the start of every replay, for a dozen used. Steps that
+        cannot renumber their slots (no ``remap``) leave the plan as it is."""
+        steps = self.steps
+        if not all(hasattr(st, "remap") for st in steps):
+            return self
+        used = set(self.in_slots)
+        used.update(self.out_slots)
+        for st in steps:
+            used.update(st.slots())
+        order = sorted(used)
+        if len(order) == len(self.init):
+            return self
+        m = {s: k for k, s in enumerate(order)}
+        self.init = [self.init[s] for s in order]
+        self.nconst = sum(1 for s in order if s < self.nconst)
+        self.in_slots = [m[s] for s in self.in_slots]
+        self.out_slots = [m[s] for s in self.out_slots]
+        for st in steps:
+            st.remap(m)
+        return self
+
 
 def slot_of(ref, nconst):
     return nconst + ref if ref >= 0 else -1 - ref
@@ -222,7 +264,7 @@ def interpret(graph):
     plan = Plan(graph, steps, nconst)
     keep = set(s for s in plan.out_slots) | set(range(nconst))
     assign_frees(steps, keep)
-    return plan
+    return plan.compact()
 
 
 def _guards_by_producer(graph):

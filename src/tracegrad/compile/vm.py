@@ -773,6 +773,17 @@ class VMStep(Step):
     def describe(self):
         return self.label
 
+    def slots(self):
+        return tuple(s for s, _, _ in self.loads) + tuple(s for s, *_ in self.stores) + (
+            self.bslot,)
+
+    def remap(self, m):
+        self.loads = [(m[s], off, n) for s, off, n in self.loads]
+        self.stores = [(m[s], off, shape, dt) for s, off, shape, dt in self.stores]
+        self.bslot = m[self.bslot]
+        self.reads = tuple(s for s, _, _ in self.loads)
+        self.free = tuple(m[s] for s in self.free)
+
     def run(self, vals):
         prog = self.prog
         buf = vals[self.bslot]
