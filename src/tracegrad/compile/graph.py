@@ -314,6 +314,8 @@ class CaptureLevel(Level):
         (An index read by recorded operations and *also* used on a plain
         array is not caught; the common forms are.) Called once, after the
         trace."""
+        if not self._discrete:
+            return  # nothing to guard: skip the pass over every node
         graph = self.graph
         read = {r for node in graph.nodes for r in node.ins if r >= 0}
         read.update(r for r in graph.outputs if isinstance(r, int) and r >= 0)
