@@ -265,3 +265,15 @@ def test_multigammaln_domain_check_is_one_boolean_guard():
     # the domain check runs on each call's value (it was the first call's)
     with pytest.raises(ValueError, match="condition a"):
         jf(np.array(0.9))
+
+
+# --- indexing.py ------------------------------------------------------------------------
+def test_put_along_axis_indices_follow_each_call():
+    def f(x, i):
+        y = x * 1.0
+        np.put_along_axis(y, np.argsort(x, axis=1)[:, i:i + 1], 0.5 * x[:, :1], axis=1)
+        return y
+    h = lambda x, i: np.sum(f(x, i) * np.arange(6.0).reshape(2, 3) ** 2)
+    a = (np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 4.0]]), 0)
+    b = (np.array([[1.0, 3.0, 2.0], [6.0, 5.0, 4.0]]), 0)
+    replay(f, a, b, h)

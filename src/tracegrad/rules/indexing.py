@@ -559,6 +559,49 @@ def put(a, ind, v, mode="raise"):
     setitem(a, key, _cycle(v, ind.size))
 
 
+@defhandler(np.put_along_axis)
+def put_along_axis(arr, indices, values, axis):
+    """``arr[idx] = values`` with NumPy's along-axis index (a recorded setitem:
+    the overwritten elements get no derivative, ``values`` the gathered
+    cotangent; with repeated indices the last write wins, as in NumPy)."""
+    idx = np.asarray(concrete(indices, "index"))
+    if type(arr) is not TracedArray:
+        from ..core.array import escape, is_tracked
+        if is_tracked(values):
+            escape("escape", "np.put_along_axis(<plain ndarray>, ..., <traced>) drops the "
+                   "derivative; make the destination a traced array.", depth=3)
+        return np.put_along_axis(arr, idx, values._v if type(values) is TracedArray
+                                 else values, axis)
+    if idx.dtype.kind not in "iu":
+        raise IndexError("`indices` must be an integer array")
+    if axis is None:
+        if idx.ndim != 1:
+            raise ValueError("when axis=None, `indices` must have a single dimension.")
+        n = arr.size
+        if np.any((idx >= n) | (idx < -n)):
+            raise IndexError(f"index out of range for array of size {n}")
+        flat = np.where(idx < 0, idx + n, idx)
+        vals = values if isinstance(values, np.ndarray) else np.asarray(values)
+        setitem(arr, np.unravel_index(flat, arr.shape), np.broadcast_to(vals, flat.shape))
+        return None
+    if idx.ndim != arr.ndim:
+        raise ValueError("`indices` and `arr` must have the same number of dimensions")
+    axis = operator.index(axis)
+    if not -arr.ndim <= axis < arr.ndim:
+        raise np.exceptions.AxisError(axis, arr.ndim)
+    axis %= arr.ndim
+    key = []
+    for d, n in enumerate(arr.shape):
+        if d == axis:
+            key.append(idx)
+        else:
+            shape = [1] * arr.ndim
+            shape[d] = n
+            key.append(np.arange(n).reshape(shape))
+    setitem(arr, tuple(key), values)
+    return None
+
+
 @defhandler(np.place)
 def place(arr, mask, vals):
     mask = np.asarray(concrete(mask, "index"), dtype=bool)
