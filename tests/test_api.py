@@ -157,3 +157,17 @@ def test_namedtuples_are_pytrees():
     A = np.array([[2.0, 1.0], [1.0, 3.0]])
     J = tg.jacfwd(np.linalg.eigh)(A)
     assert J.eigenvalues.shape == (2, 2, 2)
+
+
+def test_divmod_is_floor_divide_and_remainder():
+    x = np.array([5.3, -2.7, 7.1])
+    y = np.array([2.0, 1.5, -3.0])
+    gx, gy = tg.grad(lambda x, y: np.sum(np.divmod(x, y)[1] ** 2 + np.divmod(x, y)[0]),
+                     argnums=(0, 1))(x, y)
+    r = np.remainder(x, y)
+    np.testing.assert_allclose(gx, 2 * r)
+    np.testing.assert_allclose(gy, -2 * r * np.floor_divide(x, y))
+    tg.check_grads(lambda x, y: np.divmod(x, y)[1], (x, y), order=2)
+    q, r2 = tg.jit(lambda x, y: np.divmod(x, y))(x, y)
+    np.testing.assert_array_equal(q, np.floor_divide(x, y))
+    np.testing.assert_array_equal(r2, r)

@@ -47,7 +47,18 @@ class TracedArray(np.ndarray):
         if method == "__call__":
             prim = UFUNC_PRIMS.get(ufunc)
             if prim is None:
-                raise unsupported(f"np.{ufunc.__name__}")
+                # a ufunc composed of others (np.divmod)
+                handler = UFUNC_METHOD_HANDLERS.get((ufunc, method))
+                if handler is None:
+                    raise unsupported(f"np.{ufunc.__name__}")
+                r = handler(*inputs, **kwargs)
+                if out is None:
+                    return r
+                if type(out) is not tuple or len(out) != len(r):
+                    raise TypeError(f"np.{ufunc.__name__}: out= must be a tuple of "
+                                    f"{len(r)} arrays")
+                return tuple(_write_out((o,), x, f"np.{ufunc.__name__}")
+                             for o, x in zip(out, r))
             if kwargs:
                 r = _ufunc_with_kwargs(prim, ufunc, inputs, kwargs)
             else:

@@ -10,7 +10,8 @@ in NONDIFF: their outputs carry no derivative.
 """
 import numpy as np
 
-from ..core.primitive import UFUNC_PRIMS, defelementwise, defnondiff_ufunc, defprim
+from ..core.primitive import (UFUNC_PRIMS, defelementwise, defnondiff_ufunc, defprim,
+                              defufunc_method)
 
 LN2 = np.log(2.0)
 LN10 = np.log(10.0)
@@ -202,3 +203,11 @@ NONDIFF = [
 ]
 for _uf in NONDIFF:
     defnondiff_ufunc(_uf)
+
+
+@defufunc_method(np.divmod, "__call__")
+def _divmod(x, y, **kwargs):
+    """``(x // y, x % y)``: np.floor_divide and np.remainder, whose rules apply
+    (the quotient is piecewise constant; the remainder's derivative is that of
+    x - floor(x / y) * y)."""
+    return np.floor_divide(x, y, **kwargs), np.remainder(x, y, **kwargs)
