@@ -31,6 +31,7 @@ import numpy as np
 from ..core.array import TracedArray
 from ..core.tape import Level
 
+_F64 = np.dtype(np.float64)
 #: guard kinds compared by truth value; every other kind compares the whole value
 TRUTH_KINDS = frozenset({"bool"})
 #: primitives whose result depends only on shapes and dtypes (static for a
@@ -265,9 +266,10 @@ class CaptureLevel(Level):
         out = t._v
         avals = self._avals
         v = len(avals)
-        avals.append((out.shape, out.dtype))
+        dt = out.dtype
+        avals.append((out.shape, dt))
         tags[self] = v
-        if out.dtype.kind in "biu":
+        if dt is not _F64 and dt.kind in "biu":
             self._discrete[v] = out
         if prim.name in STATIC_PRIMS:
             self.graph.static[v] = snapshot(out)
