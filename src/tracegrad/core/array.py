@@ -424,7 +424,12 @@ def bind(prim, args, params):
             _register_view(t, args[0], prim, params)
             return t
         return out
-    if len(lvls) > 1:
+    if len(lvls) == 2:
+        # the common nested case (a jit capture around a grad): no sort call
+        a, b = lvls
+        if a.depth > b.depth:
+            lvls[0], lvls[1] = b, a
+    elif len(lvls) > 2:
         lvls.sort(key=_depth)
     if prim.nondiff and (prim.name in STATIC_RESULTS or (
             type(out) is not _ndarray and not isinstance(out, _NUMBERS))):
