@@ -167,12 +167,21 @@ def backward(tape, seeds, free=False):
             i += 1
             if v < 0:
                 continue
+            negate = False
             if partials is not None:
                 p = partials[i]
                 if p is None:
                     continue
                 if not callable(p):
-                    c = g if p == 1 else (-g if p == -1 else g * p)
+                    if p == 1:
+                        c = g
+                    elif p == -1:
+                        # subtract's second input, negative: folded into the
+                        # accumulation below (prev - g, one operation, not two)
+                        c = g
+                        negate = True
+                    else:
+                        c = g * p
                 elif prim.singular:
                     c = elementwise_vjp(prim, i, g, ans, args)
                 else:
@@ -195,10 +204,13 @@ def backward(tape, seeds, free=False):
                     or c.shape != shape or c.dtype != dtype:
                 c = _fit(c, shape, dtype, nb)
             prev = cts.get(v)
-            if prev is not None:
-                c = prev + c
+            if prev is not None or negate:
+                if prev is None:
+                    c = -c
+                else:
+                    c = prev - c if negate else prev + c
                 if c.__class__ is not TracedArray and c.__class__ is not np.ndarray:
-                    c = np.asarray(c)  # 0-d + 0-d gives a NumPy scalar
+                    c = np.asarray(c)  # an operation on 0-d arrays gives a NumPy scalar
             cts[v] = c
         if free:
             node.args = node.ans = None
