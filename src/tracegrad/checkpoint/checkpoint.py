@@ -1609,7 +1609,11 @@ class Stepper:
             self._stats = CheckpointStats()
             self._local.run = (weakref.ref(outer), self._stats)
         x0 = [unwrap(x) for x in sl]
-        root_refs = [weakref.ref(x) if type(x) is TracedArray else None for x in sl]
+        # Only leaves some active level tracks need their traced object for a
+        # higher-order reversal; an untracked buffer (``np.zeros_like(u)``, often
+        # a temporary that dies after the first call) is a constant, and its
+        # stored plain value serves.
+        root_refs = [weakref.ref(x) if is_traced(x) else None for x in sl]
         if self._cfg.jit and self._jitted is None:
             self._jitted = _JitSteps(self.fun)
         return _Chain(self.fun, self._cfg, sdef, x0, self._stats, steps, root_refs,
