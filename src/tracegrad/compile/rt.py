@@ -36,6 +36,15 @@ def _intrinsic_fn(builder, name, nargs=1):
         name, [_F64], _llvm.FunctionType(_F64, [_F64] * nargs))
 
 
+def _horner(b, z, coeffs):
+    """c0 * z**k + ... + ck by Horner's rule, highest coefficient first,
+    evaluated as c_{j+1} + z * (...) in fdlibm's order."""
+    acc = _f(coeffs[0])
+    for c in coeffs[1:]:
+        acc = b.fadd(_f(c), b.fmul(z, acc))
+    return acc
+
+
 def _emit_exp(builder, x):
     """fdlibm's e_exp.c reduction and rational form (< 1 ulp) with every step
     an AVX2 vector instruction: k = round(x / ln 2) by adding 1.5 * 2**52 (the
@@ -53,10 +62,9 @@ def _emit_exp(builder, x):
     lo_ = b.fmul(kf, _f(1.90821492927058770002e-10))
     r = b.fsub(h, lo_)
     q = b.fmul(r, r)
-    poly = _f(4.13813679705723846039e-08)
-    for c in (-1.65339022054652515390e-06, 6.61375632143793436117e-05,
-              -2.77777777770155933842e-03, 1.66666666666666019037e-01):
-        poly = b.fadd(_f(c), b.fmul(q, poly))
+    poly = _horner(b, q, (4.13813679705723846039e-08, -1.65339022054652515390e-06,
+                          6.61375632143793436117e-05, -2.77777777770155933842e-03,
+                          1.66666666666666019037e-01))
     p = b.fsub(r, b.fmul(q, poly))
     # y = 1 - ((lo - (r * p) / (2 - p)) - h)
     y = b.fsub(_f(1.0), b.fsub(b.fsub(lo_, b.fdiv(b.fmul(r, p), b.fsub(_f(2.0), p))), h))
@@ -167,10 +175,9 @@ def _emit_sincos(builder, x, cosine):
     z = b.fmul(y0, y0)
     # __kernel_sin(y0, y1, 1)
     v = b.fmul(z, y0)
-    rs = _f(1.58969099521155010221e-10)
-    for c in (-2.50507602534068634195e-08, 2.75573137070700676789e-06,
-              -1.98412698298579493134e-04, 8.33333333332248946124e-03):
-        rs = b.fadd(_f(c), b.fmul(z, rs))
+    rs = _horner(b, z, (1.58969099521155010221e-10, -2.50507602534068634195e-08,
+                        2.75573137070700676789e-06, -1.98412698298579493134e-04,
+                        8.33333333332248946124e-03))
     ks = b.fsub(y0, b.fsub(b.fsub(b.fmul(z, b.fsub(b.fmul(_f(0.5), y1), b.fmul(v, rs))), y1),
                            b.fmul(v, _f(-1.66666666666666324348e-01))))
     # __kernel_cos(y0, y1)
