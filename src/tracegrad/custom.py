@@ -54,7 +54,11 @@ __all__ = ["custom_vjp", "custom_jvp", "defvjp", "defjvp", "stop_gradient", "rem
 
 # --- stop_gradient ---------------------------------------------------------------------
 def _identity(x):
-    return x
+    # A copy, not ``x`` itself: the result is a constant that derivative rules
+    # may save, and a constant is not watched for writes. Returning the input's
+    # buffer let a later in-place write to it (``a[::2] = stop_gradient(a[::2])
+    # * x[::2]``) change the saved value and silently corrupt the gradient.
+    return np.array(x, copy=True)
 
 
 STOP_GRADIENT = defprim(

@@ -562,3 +562,24 @@ def test_aux_and_results_are_plain_arrays():
     np.testing.assert_allclose(aux2, 2 * x)
     np.testing.assert_allclose(aux3[0], 2 * x)
     np.testing.assert_allclose(J, np.diag(2 * x))
+
+
+def test_stop_gradient_of_a_view_then_written_in_place():
+    # Regression: stop_gradient returned its input's buffer; the multiply rule saved that
+    # constant, the write to a[::2] changed it, and reverse mode silently used the new
+    # value (jvp was right, grad was off by a factor of x on the even entries).
+    def f(x):
+        a = x.copy()
+        a[::2] = tg.stop_gradient(a[::2]) * x[::2]
+        return np.sum(a * a)
+
+    x = np.array([0.3, -0.5, 0.8, 0.1, 0.6])
+    want = np.where(np.arange(5) % 2 == 0, 2 * x ** 3, 2 * x)
+    assert_plain_close(tg.grad(f)(x), want, 1e-14)
+    assert_plain_close(tg.jvp(f, (x,), (np.ones(5),))[1], np.sum(want), 1e-14)
+    H = tg.hessian(f)(x)
+    assert_plain_close(tg.jacrev(tg.grad(f))(x), H, 1e-13)
+    assert_plain_close(H, np.diag(np.where(np.arange(5) % 2 == 0, 2 * x ** 2, 2.0)), 1e-13)
+    J = tg.jit(tg.grad(f))
+    for xi in (x, x * 1.1):
+        assert_plain_close(J(xi), tg.grad(f)(xi), 1e-13)
