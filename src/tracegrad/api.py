@@ -423,6 +423,43 @@ def _basis(arrs):
     return out, n
 
 
+def _fwd_block(T, off, a, oshape):
+    """Input ``a``'s block of a forward-mode Jacobian, ``oshape + a.shape``:
+    rows ``off:off + a.size`` of the output's tangents ``T`` (basis axis
+    first), or zeros when the output did not depend on the inputs."""
+    if T is None:
+        return np.zeros(oshape + a.shape, dtype=np.result_type(a))
+    if not a.size:
+        return np.zeros(oshape + a.shape, T.dtype)
+    blk = np.reshape(T[off:off + a.size], a.shape + oshape)
+    k = a.ndim
+    return _lower(np.moveaxis(blk, tuple(range(k)), tuple(range(-k, 0))) if k else blk)
+
+
+def _rev_rows(outs, ins, glv):
+    """Per output, the blocks ``o.shape + a.shape`` of a reverse-mode Jacobian
+    from the stacked cotangents ``glv`` (output basis axis first)."""
+    rows = []
+    off = 0
+    for o in outs:
+        rows.append([_lower(np.reshape(G[off:off + o.size], o.shape + a.shape))
+                     for (_, a), G in zip(ins, glv)])
+        off += o.size
+    return rows
+
+
+def _assemble(rows, treedef, out_def, single, has_aux, aux):
+    """Nest Jacobian blocks as output pytree, then argnums, then input pytree."""
+    leaves = []
+    for row in rows:
+        tree = tree_unflatten(treedef, row)
+        leaves.append(tree[0] if single else tree)
+    jac = tree_unflatten(out_def, leaves)
+    if has_aux:
+        return jac, _lower_tree(aux)
+    return jac
+
+
 def jacfwd(fun, argnums=0, has_aux=False):
     """Jacobian by forward mode: every basis tangent pushed through one run.
 
@@ -446,31 +483,14 @@ def jacfwd(fun, argnums=0, has_aux=False):
             res = _settle(fun(*full, **kwargs))
         out, aux = _split_aux(res, has_aux)
         out_leaves, out_def = tree_flatten(out)
-        jac_leaves = []
+        rows = []
         for o in out_leaves:
             _check_out_leaf(o)
             oshape = np.shape(o)
             T = tags_of(o).get(level) if type(o) is TracedArray else None
-            per_in = []
-            off = 0
-            for a in arrs:
-                if T is None:
-                    blk = np.zeros(oshape + a.shape, dtype=np.result_type(a))
-                else:
-                    blk = T[off:off + a.size]
-                    blk = np.reshape(blk, a.shape + oshape) if a.size else np.zeros(
-                        a.shape + oshape, T.dtype)
-                    k = a.ndim
-                    blk = np.moveaxis(blk, tuple(range(k)), tuple(range(-k, 0))) if k else blk
-                    blk = _lower(blk)
-                per_in.append(blk)
-                off += a.size
-            tree = tree_unflatten(treedef, per_in)
-            jac_leaves.append(tree[0] if single else tree)
-        jac = tree_unflatten(out_def, jac_leaves)
-        if has_aux:
-            return jac, _lower_tree(aux)
-        return jac
+            offs = np.cumsum([0] + [a.size for a in arrs])
+            rows.append([_fwd_block(T, off, a, oshape) for a, off in zip(arrs, offs)])
+        return _assemble(rows, treedef, out_def, single, has_aux, aux)
     _copy_meta(wrapper, fun, "jacfwd")
     return wrapper
 
@@ -491,21 +511,7 @@ def jacrev(fun, argnums=0, has_aux=False):
         grads = _pull(tape, ins, treedef, out_leaves, out_def, out_vars,
                       tree_unflatten(out_def, basis), free=True, nb=1)
         glv, _ = tree_flatten(grads)
-        jac_leaves = []
-        off = 0
-        for o in outs:
-            per_in = []
-            for (v, a), G in zip(ins, glv):
-                blk = G[off:off + o.size]
-                blk = np.reshape(blk, o.shape + a.shape)
-                per_in.append(_lower(blk))
-            off += o.size
-            tree = tree_unflatten(treedef, per_in)
-            jac_leaves.append(tree[0] if single else tree)
-        jac = tree_unflatten(out_def, jac_leaves)
-        if has_aux:
-            return jac, _lower_tree(aux)
-        return jac
+        return _assemble(_rev_rows(outs, ins, glv), treedef, out_def, single, has_aux, aux)
     _copy_meta(wrapper, fun, "jacrev")
     return wrapper
 
@@ -524,40 +530,19 @@ def jacobian(fun, argnums=0, has_aux=False):
         outs = [np.asarray(o._v if type(o) is TracedArray else o) for o in out_leaves]
         n_in = sum(a.size for _, a in ins)
         n_out = sum(o.size for o in outs)
-        per_out = [[None] * len(ins) for _ in outs]
         if n_in < n_out:
             basis, _ = _basis([a for _, a in ins])
             tans = forward_walk(tape, {v: b for (v, _), b in zip(ins, basis)})
-            for j, (v, o) in enumerate(zip(out_vars, outs)):
-                T = tans.get(v) if v >= 0 else None
-                off = 0
-                for k, (_, a) in enumerate(ins):
-                    if T is None:
-                        blk = np.zeros(o.shape + a.shape, np.result_type(a))
-                    else:
-                        blk = np.reshape(T[off:off + a.size], a.shape + o.shape)
-                        blk = np.moveaxis(blk, tuple(range(a.ndim)), tuple(range(-a.ndim, 0))) \
-                            if a.ndim else blk
-                    per_out[j][k] = _lower(blk)
-                    off += a.size
+            offs = np.cumsum([0] + [a.size for _, a in ins])
+            rows = [[_fwd_block(tans.get(v) if v >= 0 else None, off, a, o.shape)
+                     for (_, a), off in zip(ins, offs)] for v, o in zip(out_vars, outs)]
         else:
             basis, _ = _basis([o if o.dtype.kind in "fc" else o.astype(float) for o in outs])
             grads = _pull(tape, ins, treedef, out_leaves, out_def, out_vars,
                           tree_unflatten(out_def, basis), free=True, nb=1)
             glv, _ = tree_flatten(grads)
-            off = 0
-            for j, o in enumerate(outs):
-                for k, ((_, a), G) in enumerate(zip(ins, glv)):
-                    per_out[j][k] = _lower(np.reshape(G[off:off + o.size], o.shape + a.shape))
-                off += o.size
-        jac_leaves = []
-        for row in per_out:
-            tree = tree_unflatten(treedef, row)
-            jac_leaves.append(tree[0] if single else tree)
-        jac = tree_unflatten(out_def, jac_leaves)
-        if has_aux:
-            return jac, _lower_tree(aux)
-        return jac
+            rows = _rev_rows(outs, ins, glv)
+        return _assemble(rows, treedef, out_def, single, has_aux, aux)
     _copy_meta(wrapper, fun, "jacobian")
     return wrapper
 
