@@ -164,13 +164,19 @@ def _prod_others(x, axes):
     return _unmove_flat(left * right, x.shape, keep, red)
 
 
+def _cj(x):
+    """Complex partials pull back through their conjugate (cotangent
+    ``g * conj(d out / d in)``, the convention of the elementwise rules)."""
+    return np.conjugate(x) if x.dtype.kind == "c" else x
+
+
 def _prod_vjp(g, ans, x, axis, keepdims):
     ge = expand_to(g, axis, keepdims, x.shape)
     # a traced test: under jit the branch becomes a guard on this boolean
     # instead of a constant baked into the graph
     if bool(np.any(x == 0)):
-        return ge * _prod_others(x, axis)
-    return ge * expand_to(ans, axis, keepdims, x.shape) / x
+        return ge * _cj(_prod_others(x, axis))
+    return ge * _cj(expand_to(ans, axis, keepdims, x.shape) / x)
 
 
 def _prod_jvp(t, ans, x, axis, keepdims):
@@ -265,7 +271,7 @@ defprim("cumsum", lambda x, axis: np.cumsum(x, axis=axis),
 
 def _cumprod_vjp(g, ans, x, axis):
     if not bool(np.any(x == 0)):
-        return _rev_cumsum(g * ans, axis) / x
+        return _rev_cumsum(g * _cj(ans), axis) / _cj(x)
     # With zeros: dL/dx_i = P_i * S_i where P_i = prod_{k<i} x_k and
     # S_i = g_i + x_{i+1} S_{i+1}; exact, sequential along the axis.
     n = x.shape[axis]
@@ -275,9 +281,9 @@ def _cumprod_vjp(g, ans, x, axis):
     s = [None] * n
     s[n - 1] = gm[n - 1]
     for i in range(n - 2, -1, -1):
-        s[i] = gm[i] + xm[i + 1] * s[i + 1]
+        s[i] = gm[i] + _cj(xm[i + 1]) * s[i + 1]
     ones = np.ones_like(xm[0])
-    out = [s[0] * ones] + [am[i - 1] * s[i] for i in range(1, n)]
+    out = [s[0] * ones] + [_cj(am[i - 1]) * s[i] for i in range(1, n)]
     return np.moveaxis(np.stack(out, axis=0), 0, axis)
 
 
