@@ -286,6 +286,11 @@ def where(condition, x=None, y=None):
     if x is None or y is None:
         raise ValueError("either both or neither of x and y should be given")
     cond = condition if isinstance(condition, np.ndarray) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        # NumPy reads a non-boolean condition by truth value (np.sinc calls
+        # where(x, x, eps)); record the boolean so that every rule and the
+        # jit's loops see the dtype they expect
+        cond = cond.astype(np.bool_)
     return bind(PRIMITIVES["where"], (cond, x, y), {})
 
 
