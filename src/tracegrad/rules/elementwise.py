@@ -211,3 +211,21 @@ def _divmod(x, y, **kwargs):
     (the quotient is piecewise constant; the remainder's derivative is that of
     x - floor(x / y) * y)."""
     return np.floor_divide(x, y, **kwargs), np.remainder(x, y, **kwargs)
+
+
+def _outer_handler(uf):
+    def outer(a, b, **kwargs):
+        """``ufunc.outer(a, b)`` is ``ufunc`` of ``a`` with ``b.ndim`` trailing
+        unit axes against ``b``: the result has shape ``a.shape + b.shape``, and
+        the derivative is the ufunc's own (its broadcasting is undone as usual)."""
+        a = a if isinstance(a, np.ndarray) else np.asarray(a)
+        b = b if isinstance(b, np.ndarray) else np.asarray(b)
+        return uf(np.reshape(a, a.shape + (1,) * b.ndim), b, **kwargs)
+    return outer
+
+
+# np.subtract.outer(x, x) (pairwise differences, distance matrices, kernels)
+# and the other binary ufuncs' outer products
+for _uf in list(UFUNC_PRIMS) + [np.divmod]:
+    if isinstance(_uf, np.ufunc) and _uf.nin == 2 and _uf.signature is None:
+        defufunc_method(_uf, "outer")(_outer_handler(_uf))

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..core.array import TracedArray, bind, concrete
 from ..core.forward import _align
-from ..core.primitive import PRIMITIVES, UFUNC_PRIMS, Variadic, defhandler, defprim
+from ..core.primitive import (PRIMITIVES, UFUNC_PRIMS, Variadic, defhandler, defprim,
+                              defufunc_method)
 
 
 def _asarr(a):
@@ -1616,6 +1617,46 @@ def linalg_vecdot(x1, x2, /, *, axis=-1):
     if x1.dtype.kind == "c":
         x1 = np.conjugate(x1)
     return np.sum(x1 * x2, axis=axis)
+
+
+def _gufunc_kwargs(name, kwargs):
+    dtype = kwargs.pop("dtype", None)
+    if kwargs:
+        raise TypeError(f"np.{name}: tracegrad supports only dtype= (and out=) here, "
+                        f"not {sorted(kwargs)}")
+    return dtype
+
+
+def _cast(r, dtype):
+    return r if dtype is None else r.astype(dtype)
+
+
+# NumPy >= 2.2's vector gufuncs: np.vecdot conjugates its first argument,
+# np.vecmat its vector, np.matvec nothing. They reduce to matmul and sum,
+# whose rules apply (batch axes broadcast as in the gufunc).
+if hasattr(np, "vecdot") and isinstance(np.vecdot, np.ufunc):
+    @defufunc_method(np.vecdot, "__call__")
+    def _np_vecdot(x1, x2, axis=-1, **kwargs):
+        dtype = _gufunc_kwargs("vecdot", kwargs)
+        x1, x2 = _asarr(x1), _asarr(x2)
+        return _cast(np.sum(_cj(x1) * x2, axis=axis), dtype)
+
+if hasattr(np, "matvec") and isinstance(np.matvec, np.ufunc):
+    @defufunc_method(np.matvec, "__call__")
+    def _np_matvec(x1, x2, **kwargs):
+        dtype = _gufunc_kwargs("matvec", kwargs)
+        x1, x2 = _asarr(x1), _asarr(x2)
+        if x1.ndim < 2 or x2.ndim < 1:
+            raise ValueError("np.matvec: needs a matrix (ndim >= 2) and a vector (ndim >= 1)")
+        return _cast(np.matmul(x1, x2[..., None])[..., 0], dtype)
+
+    @defufunc_method(np.vecmat, "__call__")
+    def _np_vecmat(x1, x2, **kwargs):
+        dtype = _gufunc_kwargs("vecmat", kwargs)
+        x1, x2 = _asarr(x1), _asarr(x2)
+        if x1.ndim < 1 or x2.ndim < 2:
+            raise ValueError("np.vecmat: needs a vector (ndim >= 1) and a matrix (ndim >= 2)")
+        return _cast(np.matmul(_cj(x1)[..., None, :], x2)[..., 0, :], dtype)
 
 
 @defhandler(_la.matrix_transpose)
