@@ -583,3 +583,19 @@ def test_stop_gradient_of_a_view_then_written_in_place():
     J = tg.jit(tg.grad(f))
     for xi in (x, x * 1.1):
         assert_plain_close(J(xi), tg.grad(f)(xi), 1e-13)
+
+
+def test_reverse_over_batched_forward_through_inplace_sort_of_views():
+    """take_along's VJP passed its batched input's full shape to the scatter,
+    so jacrev(jacfwd(f)) through a sort (a batched tangent) doubled the batch
+    axes and crashed."""
+    def f(x):
+        a = x * x[0]
+        a[2:7].sort()
+        a.reshape(3, 3).sort(axis=0)
+        return np.sum(a * np.arange(9.0))
+    x = np.array([.3, -.5, .8, .1, .6, .2, -.9, .4, .7])
+    H = tg.jacrev(tg.jacfwd(f))(x)
+    np.testing.assert_allclose(H, tg.hessian(f)(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(H, tg.jacfwd(tg.jacrev(f))(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(tg.jacrev(tg.jacfwd(np.sort))(x), 0.0)

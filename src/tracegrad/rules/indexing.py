@@ -177,7 +177,10 @@ def scatter_along(g, idx, axis, shape):
 
 
 defprim("take_along", _take_along_impl,
-        vjp=(lambda g, ans, x, idx, axis: scatter_along(g, idx, axis, x.shape), None),
+        # x may carry batch axes idx lacks (a batched tangent): the scatter's
+        # shape is x's without them, g's leading axes supply every batch
+        vjp=(lambda g, ans, x, idx, axis: scatter_along(
+            g, idx, axis, x.shape[len(x.shape) - np.ndim(idx):]), None),
         jvp=(lambda t, ans, x, idx, axis: take_along(t, idx, axis), None),
         save_ans=False)
 defprim("scatter_along", _scatter_along_impl,

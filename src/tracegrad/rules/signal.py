@@ -356,7 +356,7 @@ def _gather(a, idx):
     if not _is_traced(idx):
         return a[idx]
     from .indexing import take_along
-    return np.reshape(take_along(a, np.ravel(idx), 0), idx.shape)
+    return np.reshape(take_along(a, np.ravel(idx), -1), idx.shape)
 
 
 def _cast(r, dtype):
