@@ -171,3 +171,13 @@ def test_divmod_is_floor_divide_and_remainder():
     q, r2 = tg.jit(lambda x, y: np.divmod(x, y))(x, y)
     np.testing.assert_array_equal(q, np.floor_divide(x, y))
     np.testing.assert_array_equal(r2, r)
+
+
+def test_none_is_an_empty_subtree():
+    p = {"w": np.ones(2), "b": None, "layers": [np.arange(2.0), None]}
+    g = tg.grad(lambda p: np.sum(p["w"] ** 2) + np.sum(p["layers"][0] ** 3))(p)
+    assert g["b"] is None and g["layers"][1] is None
+    np.testing.assert_allclose(g["w"], 2 * p["w"])
+    np.testing.assert_allclose(g["layers"][0], 3 * p["layers"][0] ** 2)
+    jg = tg.jit(tg.grad(lambda p: np.sum(p["w"] ** 2)))
+    assert jg(p)["b"] is None and jg(p)["b"] is None

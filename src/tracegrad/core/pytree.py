@@ -1,11 +1,14 @@
 """Flatten and unflatten pytrees made of tuples, lists and dicts.
 
-Leaves are anything that is not a tuple (namedtuples included), list or dict (arrays, Python
-numbers, ``None``). Dict leaves are ordered by sorted key, as in JAX, so two
-dicts with the same keys flatten alike whatever their insertion order.
+Leaves are anything that is not a tuple (namedtuples included), list, dict or ``None``
+(arrays, Python numbers). ``None`` is an empty subtree, as in JAX: a parameter dict may hold
+``{"w": w, "b": None}`` and its gradient has ``None`` in the same place. Dict leaves are
+ordered by sorted key, as in JAX, so two dicts with the same keys flatten alike whatever their
+insertion order.
 """
 
 _LEAF = None
+_NONE = ("None",)   # the tree definition of None: no leaves
 
 
 class _Named:
@@ -31,6 +34,8 @@ def tree_flatten(tree):
 
 
 def _flatten(tree, leaves):
+    if tree is None:
+        return _NONE
     t = type(tree)
     if t is tuple or t is list:
         return (t, tuple(_flatten(c, leaves) for c in tree))
@@ -54,6 +59,8 @@ def tree_unflatten(treedef, leaves):
 def _unflatten(treedef, it):
     if treedef is _LEAF:
         return next(it)
+    if treedef is _NONE:
+        return None
     if treedef[0] is dict:
         _, keys, children = treedef
         return {k: _unflatten(c, it) for k, c in zip(keys, children)}
