@@ -438,6 +438,18 @@ def prod_(d):
     return (lambda x: np.multiply.reduce(x, axis=ax, keepdims=kd)), (x,)
 
 
+@case("prod", name="prod_complex", complex=True)
+def prod_complex(d):
+    # a zero among complex values too: the exact zero path conjugates as well
+    s = d.shape()
+    x = d.carray(s, re=(-1.5, 1.5), im=(-1.5, 1.5))
+    if s and d.boolean():
+        x.reshape(-1)[d.choice(list(range(x.size)))] = 0
+    ax = d.axes(len(s))
+    kd = d.boolean()
+    return (lambda x: np.prod(x, axis=ax, keepdims=kd)), (x,)
+
+
 def _extremum_case(prim, npf, ufunc, sign):
     def build(d):
         s = d.shape()
@@ -489,6 +501,16 @@ def cumprod_(d):
         return (lambda x: np.cumprod(x, axis=ax)), (x,)
     if v == "method":
         return (lambda x: x.cumprod(axis=ax)), (x,)
+    return (lambda x: np.multiply.accumulate(x, axis=ax)), (x,)
+
+
+@case("cumprod", name="cumprod_complex", complex=True)
+def cumprod_complex(d):
+    s = d.shape()
+    x = d.carray(s, re=(-1.5, 1.5), im=(-1.5, 1.5))
+    if not s:
+        return (lambda x: np.cumprod(x)), (x,)
+    ax = d.axis(len(s))
     return (lambda x: np.multiply.accumulate(x, axis=ax)), (x,)
 
 
