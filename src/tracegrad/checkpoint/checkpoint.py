@@ -822,21 +822,11 @@ class _JitSteps:
             from ..api import vjp as _vjp
 
             def taped(fl, dl, base, pstatic, adj):
-                def g(*vals):
-                    st = list(base)
-                    for i, v in zip(fi, vals):
-                        st[i] = v
-                    pp = list(pstatic)
-                    for j, v in zip(dyn, vals[len(fi):]):
-                        pp[j] = v
-                    p, kw = tree_unflatten(pdef, pp)
-                    ol, odef = tree_flatten(fun(tree_unflatten(sdef, st), *p, **kw))
-                    if odef != sdef:
-                        raise _structure_error(name, sdef, odef)
-                    box[:] = [i for i, y in enumerate(ol) if _is_float_leaf(y)]
-                    return tuple(ol[i] for i in box)
-
                 box = []
+
+                def keep(fo, ol):
+                    box[:] = fo
+                g = _float_step(fun, sdef, pdef, name, base, pstatic, fi, dyn, keep)
                 out, pull = _vjp(g, *fl, *dl)
                 ct = tuple(adj[i] if adj[i] is not None else np.zeros_like(o)
                            for i, o in zip(box, out))
@@ -844,6 +834,28 @@ class _JitSteps:
 
             f = self._vjps[key] = self._jit(taped)
         return f
+
+
+def _float_step(fun, sdef, pdef, name, base, pstatic, fi, dyn, record):
+    """The step as a function of its float state leaves (positions ``fi`` in
+    ``base``) and dynamic parameters (positions ``dyn`` in ``pstatic``),
+    returning its float output leaves; ``record(fo, ol)`` receives each
+    call's float output positions and all output leaves."""
+    def f(*vals):
+        st = list(base)
+        for i, v in zip(fi, vals):
+            st[i] = v
+        pp = list(pstatic)
+        for j, v in zip(dyn, vals[len(fi):]):
+            pp[j] = v
+        params, kw = tree_unflatten(pdef, pp)
+        ol, odef = tree_flatten(fun(tree_unflatten(sdef, st), *params, **kw))
+        if odef != sdef:
+            raise _structure_error(name, sdef, odef)
+        fo = [i for i, y in enumerate(ol) if _is_float_leaf(y)]
+        record(fo, ol)
+        return tuple(ol[i] for i in fo)
+    return f
 
 
 class _Chain:
@@ -1035,21 +1047,8 @@ class _Chain:
         sdef = self.sdef
         name = self.name
         box = []
-
-        def f(*vals):
-            st = list(base)
-            for i, v in zip(fi, vals):
-                st[i] = v
-            pp = list(plain)
-            for j, v in zip(dyn, vals[len(fi):]):
-                pp[j] = v
-            params, kw = tree_unflatten(pdef, pp)
-            ol, odef = tree_flatten(fun(tree_unflatten(sdef, st), *params, **kw))
-            if odef != sdef:
-                raise _structure_error(name, sdef, odef)
-            fo = [i for i, y in enumerate(ol) if _is_float_leaf(y)]
-            box.append((fo, ol))
-            return tuple(ol[i] for i in fo)
+        f = _float_step(fun, sdef, pdef, name, base, plain, fi, dyn,
+                        lambda fo, ol: box.append((fo, ol)))
 
         primals = [cur[i] for i in fi] + [plain[j] for j in dyn]
         cur = None
