@@ -170,11 +170,18 @@ def _cj(x):
     return np.conjugate(x) if x.dtype.kind == "c" else x
 
 
+def _tiny(x):
+    """Zeros and subnormals: dividing by them is not exact (1/x overflows for
+    a subnormal, and NumPy's complex division forms it: nan), so the rules
+    below take their exact, division-free path for them."""
+    return np.any(np.abs(x) < np.finfo(x.dtype).tiny)
+
+
 def _prod_vjp(g, ans, x, axis, keepdims):
     ge = expand_to(g, axis, keepdims, x.shape)
     # a traced test: under jit the branch becomes a guard on this boolean
     # instead of a constant baked into the graph
-    if bool(np.any(x == 0)):
+    if bool(_tiny(x)):
         return ge * _cj(_prod_others(x, axis))
     return ge * _cj(expand_to(ans, axis, keepdims, x.shape) / x)
 
@@ -182,7 +189,7 @@ def _prod_vjp(g, ans, x, axis, keepdims):
 def _prod_jvp(t, ans, x, axis, keepdims):
     # a traced test: under jit the branch becomes a guard on this boolean
     # instead of a constant baked into the graph
-    if bool(np.any(x == 0)):
+    if bool(_tiny(x)):
         return np.sum(t * _prod_others(x, axis), axis=axis, keepdims=keepdims)
     return np.sum(t / x, axis=axis, keepdims=keepdims) * ans
 
@@ -270,7 +277,7 @@ defprim("cumsum", lambda x, axis: np.cumsum(x, axis=axis),
 
 
 def _cumprod_vjp(g, ans, x, axis):
-    if not bool(np.any(x == 0)):
+    if not bool(_tiny(x)):
         return _rev_cumsum(g * _cj(ans), axis) / _cj(x)
     # With zeros: dL/dx_i = P_i * S_i where P_i = prod_{k<i} x_k and
     # S_i = g_i + x_{i+1} S_{i+1}; exact, sequential along the axis.
@@ -288,7 +295,7 @@ def _cumprod_vjp(g, ans, x, axis):
 
 
 def _cumprod_jvp(t, ans, x, axis):
-    if not bool(np.any(x == 0)):
+    if not bool(_tiny(x)):
         return ans * np.cumsum(t / x, axis=axis)
     # Exact with zeros: dy_j = dy_{j-1} x_j + y_{j-1} t_j.
     n = x.shape[axis]
