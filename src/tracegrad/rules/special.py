@@ -302,6 +302,14 @@ def _iv_x(ans, v, x):
 
 
 def _ive_x(ans, v, x):
+    if np.iscomplexobj(x):
+        # ive(v, z) = iv(v, z) * exp(-|Re z|) is not holomorphic: no single
+        # partial gives both its JVP and its VJP (a silently wrong derivative
+        # before); refuse rather than return one
+        raise errors.UnsupportedOperation(
+            "scipy.special.ive: the derivative for complex x is not implemented "
+            "(exp(-|Re x|) is not holomorphic); use scipy.special.iv(v, x) * "
+            "np.exp(-np.abs(np.real(x))) instead.")
     return (sp.ive(v - 1, x) + sp.ive(v + 1, x)) * 0.5 - np.sign(x) * ans
 
 
@@ -585,7 +593,9 @@ def _lse_parts(ans, a, b, axis, keepdims):
     lse = np.where(np.isfinite(lse), lse, np.zeros((), lse.dtype))
     e = np.exp(a - _kept(lse, axis, keepdims, nd))
     if sgn is not None:
-        e = e * _kept(np.reshape(sgn, red), axis, keepdims, nd)
+        # lse = log|S|, sgn = S/|S|: d lse = Re(conj(sgn) dS / |S|) (sgn is a
+        # phase for complex inputs, +-1 otherwise)
+        e = e * _cj(_kept(np.reshape(sgn, red), axis, keepdims, nd))
     return e, full, red
 
 
@@ -598,15 +608,21 @@ def _lse_g(g, ans, full, axis, keepdims, red):
     return expand_to(g, axis, keepdims, full)
 
 
+def _cj(x):
+    """Complex weights pull back through their conjugate (cotangent
+    ``g * conj(d out / d in)``, the convention of the elementwise rules)."""
+    return np.conjugate(x) if np.iscomplexobj(x) else x
+
+
 def _lse_vjp_a(g, ans, a, b, axis, keepdims):
     e, full, red = _lse_parts(ans, a, b, axis, keepdims)
     w = e if b is None else e * b
-    return _lse_g(g, ans, full, axis, keepdims, red) * w
+    return _lse_g(g, ans, full, axis, keepdims, red) * _cj(w)
 
 
 def _lse_vjp_b(g, ans, a, b, axis, keepdims):
     e, full, red = _lse_parts(ans, a, b, axis, keepdims)
-    return _lse_g(g, ans, full, axis, keepdims, red) * e
+    return _lse_g(g, ans, full, axis, keepdims, red) * _cj(e)
 
 
 def _lse_jvp(ts, ans, a, b, axis, keepdims):
@@ -623,6 +639,8 @@ def _lse_jvp(ts, ans, a, b, axis, keepdims):
     lse = ans[0] if type(ans) is tuple else ans
     out = np.reshape(out, out.shape[:out.ndim - len(red)] + lse.shape)
     if type(ans) is tuple:
+        if np.iscomplexobj(out) and not np.iscomplexobj(lse):
+            out = np.real(out)      # log|S| of complex terms: a real output
         return (out, None)
     return out
 
@@ -635,12 +653,18 @@ def _log_softmax_impl(x, axis):
     return _orig.log_softmax(x, axis=_scipy_axis(axis, np.ndim(x)))
 
 
+def _softmax_jvp(t, ans, x, axis):
+    return ans * (t - np.sum(t * ans, axis=axis, keepdims=True))
+
+
 def _softmax_vjp(g, ans, x, axis):
-    return ans * (g - np.sum(g * ans, axis=axis, keepdims=True))
+    # the adjoint of the JVP: for complex inputs through conj(ans)
+    c = _cj(ans)
+    return c * (g - np.sum(g * c, axis=axis, keepdims=True))
 
 
 def _log_softmax_vjp(g, ans, x, axis):
-    return g - np.exp(ans) * np.sum(g, axis=axis, keepdims=True)
+    return g - _cj(np.exp(ans)) * np.sum(g, axis=axis, keepdims=True)
 
 
 def _log_softmax_jvp(t, ans, x, axis):
@@ -788,7 +812,7 @@ def _register():
         jvp=_lse_jvp, nout=2)
     SOFTMAX = defprim(
         "scipy.special.softmax", _softmax_impl, vjp=(_softmax_vjp,),
-        jvp=(lambda t, ans, x, axis: _softmax_vjp(t, ans, x, axis),), save_args=False)
+        jvp=(_softmax_jvp,), save_args=False)
     LOG_SOFTMAX = defprim(
         "scipy.special.log_softmax", _log_softmax_impl, vjp=(_log_softmax_vjp,),
         jvp=(_log_softmax_jvp,), save_args=False)
