@@ -301,6 +301,8 @@ class KernelStep(Step):
         """Compile the kernel and check it against the NumPy version on this
         run's inputs before using it."""
         source, self.pending = self.pending, None
+        if source is None:
+            return  # another thread replaying the same plan is promoting it
         flagged = self.safe_source is not None
         try:
             fn = cache.load(source)
