@@ -87,11 +87,18 @@ class ValueAndGrad:
     def time_value_and_grad(self, n, lib):
         self.f()
 
-    def time_first_call(self, n, lib):
-        """A new jit each time: trace and lower, fused group on NumPy calls
-        until the plan is reused (compare with tracegrad-eager)."""
-        if lib != "tracegrad-jit":
-            raise NotImplementedError("first call is measured for tracegrad-jit")
+
+class FirstCall:
+    """A new jit each time: trace and lower, the fused group on NumPy calls
+    until the plan is reused (compare with ValueAndGrad's tracegrad-eager)."""
+    params = [10 ** 6, 10 ** 7]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.x = np.random.default_rng(0).standard_normal(n)
+
+    def time_first_call_value_and_grad(self, n):
         import tracegrad as tg
         tg.jit(tg.value_and_grad(lambda x: loss(np, x)))(self.x)
 
@@ -148,11 +155,14 @@ class Lorenz:
     def time_grad(self, lib):
         self.f()
 
-    def time_first_call(self, lib):
-        """A new jit each time: trace, lower, run once (kernels and the
-        machine come from the disk cache after the first run)."""
-        if lib != "tracegrad-jit":
-            raise NotImplementedError("first call is measured for tracegrad-jit")
+
+
+class LorenzFirstCall:
+    """A new jit each time: trace, lower, run once (the machine comes from
+    numba's cache after the first run)."""
+    timeout = 600
+
+    def time_first_call(self):
         import tracegrad as tg
         tg.jit(tg.grad(lorenz_loss))(np.array([1.0, 1.0, 1.0]))
 
