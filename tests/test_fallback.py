@@ -24,7 +24,7 @@ HAS_CUMULATIVE = hasattr(np, "cumulative_sum")
 #: every function that runs through NumPy's _implementation, with a check
 EXPECTED = {
     np.average, np.diff, np.triu, np.tril, np.sinc, np.i0, np.polyadd, np.polysub,
-    np.append, np.real_if_close,
+    np.append, np.real_if_close, np.rollaxis, np.extract, np.resize,
 } | ({np.cumulative_sum, np.cumulative_prod} if HAS_CUMULATIVE else set())
 
 rng = np.random.default_rng(7)
@@ -52,6 +52,9 @@ CHECKS = {
                 (lambda x: np.append(x, X, axis=0), (X,))],
     np.real_if_close: [(lambda x: np.real_if_close(x + 0j), (X,)),
                        (lambda z: np.real_if_close(z), (X + 1j * X,))],
+    np.rollaxis: [(lambda x: np.rollaxis(x, 1), (X,)), (lambda x: np.rollaxis(x, 0, 2), (X,))],
+    np.extract: [(lambda x: np.extract(X > 0, x), (X,))],
+    np.resize: [(lambda x: np.resize(x, (5, 3)), (X,)), (lambda x: np.resize(x, 7), (X,))],
 }
 if HAS_CUMULATIVE:
     CHECKS[np.cumulative_sum] = [

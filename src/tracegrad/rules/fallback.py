@@ -45,6 +45,9 @@ _TABLE = [
     (np.polysub, "atleast_1d, zeros + concatenate, subtract"),
     (np.append, "asanyarray, ravel, concatenate"),
     (np.real_if_close, "asanyarray, .real when the imaginary part is negligible"),
+    (np.rollaxis, "normalize_axis_index, a[...] or a.transpose"),
+    (np.extract, "ravel, nonzero of the (plain) condition, take"),
+    (np.resize, "ravel, concatenate of repeats + slicing, reshape; zeros_like when empty"),
 ]
 if hasattr(np, "cumulative_sum"):  # NumPy >= 2.1
     _TABLE += [

@@ -645,3 +645,24 @@ def fill_diagonal(a, val, wrap=False):
         step = 1 + int(np.cumprod(a.shape[:-1]).sum())
     flat = np.arange(a.size)[:end:step]
     setitem(a, np.unravel_index(flat, a.shape), _cycle(val, flat.size))
+
+
+@defhandler(np.choose)
+def choose(a, choices, out=None, mode="raise"):
+    # a gather along a new leading axis of the (broadcast) choices
+    if out is not None:
+        from ..core.array import _inplace_error
+        raise _inplace_error("np.choose(..., out=...)")
+    idx = np.asarray(concrete(a, "index"))
+    choices = list(choices) if not isinstance(choices, np.ndarray) else list(choices)
+    n = len(choices)
+    if mode == "wrap":
+        idx = idx % n
+    elif mode == "clip":
+        idx = np.clip(idx, 0, n - 1)
+    elif np.any((idx < 0) | (idx >= n)):
+        raise ValueError("invalid entry in choice array")
+    arrs = np.broadcast_arrays(idx, *[c if isinstance(c, np.ndarray) else np.asarray(c)
+                                      for c in choices])
+    stacked = np.stack(arrs[1:])
+    return np.take_along_axis(stacked, arrs[0][None].astype(np.intp), axis=0)[0]

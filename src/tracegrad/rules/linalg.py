@@ -1670,3 +1670,9 @@ def linalg_matrix_transpose(x, /):
 
 __doc__ += _LINALG_DOC
 _ = errors
+
+
+@defhandler(np.einsum_path)
+def einsum_path(*operands, **kwargs):
+    # the contraction order depends on shapes only: plan it on the plain values
+    return np.einsum_path(*[o._v if type(o) is TracedArray else o for o in operands], **kwargs)

@@ -544,3 +544,54 @@ def imag(val):
         return np.zeros_like(val._v if isinstance(val, TracedArray) else val)
     return bind(PRIMITIVES["imag"], (val,), {})
 
+
+
+# --- delete / insert: a gather from the operands, positions worked out on integer codes ------
+def _codes(shape, start=0):
+    return np.arange(start, start + int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+
+@defhandler(np.delete)
+def delete(arr, obj, axis=None):
+    # NumPy's implementation converts with subok=False (dropping the derivative). Run it on
+    # the integer codes of arr's elements instead, then gather the kept elements.
+    arr = _asarr(arr)
+    obj = concrete(obj, "index") if isinstance(obj, np.ndarray) else obj
+    kept = np.delete(_codes(arr.shape), obj, axis)
+    return np.take(np.ravel(arr), kept)
+
+
+@defhandler(np.insert)
+def insert(arr, obj, values, axis=None):
+    # np.insert on codes: arr's elements are 0..n-1, values' elements -1, -2, ... (so the
+    # broadcasting and placement are NumPy's own); then one gather from [arr, values].
+    arr = _asarr(arr)
+    values = _asarr(values)
+    obj = concrete(obj, "index") if isinstance(obj, np.ndarray) else obj
+    n = arr.size
+    pos = np.insert(_codes(arr.shape), obj, -1 - _codes(values.shape), axis)
+    pos = np.where(pos >= 0, pos, n - 1 - pos)
+    if values.dtype != arr.dtype:
+        values = values.astype(arr.dtype)
+    return np.take(np.concatenate([np.ravel(arr), np.ravel(values)]), pos)
+
+
+# --- apply_along_axis: NumPy's implementation writes into a plain buffer ------------------
+@defhandler(np.apply_along_axis)
+def apply_along_axis(func1d, axis, arr, *args, **kwargs):
+    try:
+        from numpy.lib.array_utils import normalize_axis_index
+    except ImportError:  # NumPy < 2.0
+        from numpy.core.multiarray import normalize_axis_index
+    arr = _asarr(arr)
+    axis = normalize_axis_index(axis, arr.ndim)
+    inarr = np.moveaxis(arr, axis, -1)
+    outer = inarr.shape[:-1]
+    if any(s == 0 for s in outer):
+        raise ValueError("Cannot apply_along_axis when any iteration dimensions are 0")
+    res = [_asarr(func1d(inarr[ind], *args, **kwargs)) for ind in np.ndindex(outer)]
+    r = res[0].ndim
+    out = np.reshape(np.stack(res), outer + res[0].shape)
+    k = len(outer)
+    perm = list(range(axis)) + list(range(k, k + r)) + list(range(axis, k))
+    return np.transpose(out, perm)
