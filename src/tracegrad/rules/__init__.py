@@ -4,3 +4,4 @@ from . import elementwise, reductions, indexing, shape, linalg, nondiff  # noqa:
 from . import fft  # noqa: F401  (np.fft and np.angle)
 from . import special  # noqa: F401  (scipy.special; registers nothing without SciPy)
 from . import sorting, signal, fallback  # noqa: F401
+from . import polynomial  # noqa: F401  (numpy.polynomial: a clear error, not a silent zero)
