@@ -174,8 +174,9 @@ def _disconnected(nops):
            f"tracegrad saw, although {nops} operation(s) on them were recorded, so the "
            "derivative is zero. If that is unexpected: either it depends on them only through "
            "piecewise-constant operations (np.floor, np.round, comparisons, np.argmax...), or "
-           "a value left the trace where no hook sees it: np.asarray(x) / np.array(x) of a traced array, a traced array written "
-           "into a plain one (T = np.eye(4); T[:3, :3] = R: build T from R with np.block, "
+           "a value left the trace where no hook sees it: np.asarray(x) / np.array(x) of a "
+           "traced array, a traced array written into a plain one "
+           "(T = np.eye(4); T[:3, :3] = R: build T from R with np.block, "
            "np.concatenate or T = np.zeros_like(R, shape=(4, 4)) instead), or a library "
            "function that converts its input (SciPy: see docs/supported.md). Silence with "
            "tracegrad.escape_policy(disconnected='ignore').", depth=3)

@@ -836,6 +836,18 @@ class _JitSteps:
         return f
 
 
+def _split_grads(grads, fi, dyn, pacc):
+    """A step's input cotangents: the state's (returned, by leaf position) and
+    the dynamic parameters' (added into ``pacc``)."""
+    new = {i: grads[m] for m, i in enumerate(fi)}
+    off = len(fi)
+    for m, j in enumerate(dyn):
+        c = grads[off + m]
+        prev = pacc.get(j)
+        pacc[j] = c if prev is None else prev + c
+    return new
+
+
 def _float_step(fun, sdef, pdef, name, base, pstatic, fi, dyn, record):
     """The step as a function of its float state leaves (positions ``fi`` in
     ``base``) and dynamic parameters (positions ``dyn`` in ``pstatic``),
@@ -1067,13 +1079,7 @@ class _Chain:
         ol = None
         grads = _pull(tape, ins, treedef, out_leaves, out_def, out_vars, tuple(ct), free=True,
                       nb=nb)
-        new = {i: grads[m] for m, i in enumerate(fi)}
-        off = len(fi)
-        for m, j in enumerate(dyn):
-            c = grads[off + m]
-            prev = pacc.get(j)
-            pacc[j] = c if prev is None else prev + c
-        return new
+        return _split_grads(grads, fi, dyn, pacc)
 
     def _taped_reverse_jit(self, k, e, cur, fi, adj, pacc):
         dyn = e.dyn
@@ -1092,13 +1098,7 @@ class _Chain:
         self.stats.taped += 1
         if k == self.n - 1:
             self._check_replay(k, out)
-        new = {i: grads[m] for m, i in enumerate(fi)}
-        off = len(fi)
-        for m, j in enumerate(dyn):
-            c = grads[off + m]
-            prev = pacc.get(j)
-            pacc[j] = c if prev is None else prev + c
-        return new
+        return _split_grads(grads, fi, dyn, pacc)
 
     def _check_replay(self, k, outs):
         """The re-run of the chain's last step must give what the forward run

@@ -38,7 +38,8 @@ BLOCK = 512
 # tanh: Cody & Waite, a rational form near 0 and exp beyond (<= 2 ulp, about
 # twice as fast as libm's); log1p: log(1 + u) corrected for the rounding of
 # 1 + u (Goldberg; <= 1 ulp, about twice as fast as libm's).
-_TANH = ("({0} if {0} == 0 else ({0} + {0} * (({0} * {0}) * ((-0.96437492777225469787 * ({0} * {0}) "
+_TANH = ("({0} if {0} == 0 else "
+         "({0} + {0} * (({0} * {0}) * ((-0.96437492777225469787 * ({0} * {0}) "
          "- 0.99225929672236083313e2) * ({0} * {0}) - 0.16134119023996228053e4) / "
          "(((({0} * {0}) + 0.11274474380534949335e3) * ({0} * {0}) "
          "+ 0.22337720718962312926e4) * ({0} * {0}) + 0.48402357071988688686e4))) "

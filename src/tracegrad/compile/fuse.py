@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 
 from . import cache
-from .codegen import BOOL_ONLY, REDUCE, SCALAR, KernelIR, Operand, kernel_source, ok_dtype
+from .codegen import (_TRIG_F64, BOOL_ONLY, REDUCE, SCALAR, KernelIR, Operand, kernel_source,
+                      ok_dtype)
 from .plan import Step
 
 _ndarray = np.ndarray
@@ -480,7 +481,7 @@ def _fast_trig(ir):
     an argument is outside their range (or not finite). None when ``ir`` is
     not flat or has no float64 sin/cos."""
     trig = [j for j, (name, _, dt, _) in enumerate(ir.ops)
-            if name in ("sin", "cos") and np.dtype(dt) == np.float64]
+            if name in _TRIG_F64 and np.dtype(dt) == np.float64]
     if not trig or not ir.flat:
         return None
     f64 = np.dtype(np.float64)
