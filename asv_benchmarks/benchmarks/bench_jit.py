@@ -103,6 +103,31 @@ class FirstCall:
         tg.jit(tg.value_and_grad(lambda x: loss(np, x)))(self.x)
 
 
+class Transcendental:
+    """One float64 function over 1e6 elements, forward only: NumPy's ufunc
+    against a jitted kernel (exp/log/log1p/tanh/sin as vector code), so the
+    per-element costs quoted in docs/jit.md can be rerun (ms per 1e6 = ns
+    per element)."""
+    params = (["exp", "log", "log1p", "tanh", "sin"], ["numpy", "tracegrad-jit"])
+    param_names = ["function", "library"]
+
+    def setup(self, name, lib):
+        fn = getattr(np, name)
+        x = np.random.default_rng(0).uniform(0.1, 3.0, 10 ** 6)
+        if lib == "numpy":
+            out = np.empty_like(x)
+            self.f = lambda: fn(x, out=out)
+            return
+        import tracegrad as tg
+        # two operations, so that the group is fused rather than left to NumPy
+        j = tg.jit(lambda x: fn(x) * 1.5, compile_after=0, parallel=False)
+        j(x)
+        self.f = lambda: j(x)
+
+    def time_function(self, name, lib):
+        self.f()
+
+
 class Poly8:
     params = ([10 ** 7], LIBS)
     param_names = ["n", "library"]
